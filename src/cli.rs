@@ -1,0 +1,215 @@
+//! The command line (clap). Each subcommand maps onto a library call.
+
+use crate::data::DataDir;
+use crate::pipeline::{self, Options};
+use crate::progress::Reporter;
+use crate::{doctor, kbuild, target, toolchain};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// pik: build Raspberry Pi 5 kernels for NixOS, fast.
+#[derive(Debug, Parser)]
+#[command(name = "pik", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Configure, cross-build and lay out a kernel (Image, modules, DTBs) the way Nix expects.
+    Build(BuildArgs),
+    /// Config tools: turn a tuned build-dir .config back into a fragment.
+    Config(ConfigArgs),
+    /// List targets and their profiles.
+    Targets {
+        /// Read targets from this directory instead of the built-in kconfigs/.
+        #[arg(long)]
+        kconfigs: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every external tool a build needs; names the Debian package of each missing one.
+    Doctor {
+        /// Check for this target's toolchain.
+        #[arg(long, default_value = "bcm2712")]
+        target: String,
+        /// Toolchain prefix to check instead of the detected one.
+        #[arg(long)]
+        toolchain: Option<String>,
+        /// Check clang/LLVM instead of GCC.
+        #[arg(long)]
+        llvm: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Target (see `pik targets`): bcm2712 (Pi 5, 16K), bcm2711/rpi4 (4K, kernel8.img).
+    #[arg(long, short = 't')]
+    target: String,
+    /// Kernel tree or tarball (.tar.xz/.gz/.bz2/.zst). Default: $PIK_KERNEL_SRC, else the newest
+    /// /usr/src/linux-source-* with the target's device tree.
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Profile: full (vendor or arm64 defconfig; hours) or mini (tinyconfig + Pi fragment; minutes).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Build directory (kbuild O=); kept for incremental rebuilds. Default: under the cache dir.
+    #[arg(long)]
+    build_dir: Option<PathBuf>,
+    /// Extra Kconfig fragment, merged after pik's own (repeatable, later wins).
+    #[arg(long = "fragment", value_name = "FILE")]
+    fragments: Vec<PathBuf>,
+    /// A single setting, merged last (repeatable): CONFIG_FOO=y, CONFIG_BAR=n, CONFIG_S="x".
+    #[arg(long = "set", value_name = "CONFIG_FOO=val")]
+    set: Vec<String>,
+    /// Extra patch (-p1), applied after the target's series (repeatable).
+    #[arg(long = "patch", value_name = "FILE")]
+    patches: Vec<PathBuf>,
+    /// Don't apply kconfigs/nixos.config (the options NixOS requires).
+    #[arg(long)]
+    no_nixos: bool,
+    /// Read targets and fragments from this directory instead of the built-in kconfigs/.
+    #[arg(long)]
+    kconfigs: Option<PathBuf>,
+    /// Read patch series from this directory instead of the built-in patches/.
+    #[arg(long = "patches", value_name = "DIR")]
+    patches_dir: Option<PathBuf>,
+    /// Cross toolchain prefix (e.g. aarch64-linux-gnu-); also read from $CROSS_COMPILE.
+    #[arg(long)]
+    toolchain: Option<String>,
+    /// Build with clang/LLVM (LLVM=1).
+    #[arg(long)]
+    llvm: bool,
+    /// Emit machine-readable JSON events and summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Output tree (default ./result-<target>); the manifest goes to <out>.json beside it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Parallel jobs (default: number of CPUs).
+    #[arg(short = 'j', long = "jobs")]
+    jobs: Option<usize>,
+    /// Stop after Kconfig and its check; leave the .config in the build dir.
+    #[arg(long)]
+    config_only: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Write the build dir's config as a minimal defconfig-style fragment to FILE.
+    #[arg(long, value_name = "FILE", required = true)]
+    savedefconfig: PathBuf,
+}
+
+fn options(c: Common) -> (Options, bool) {
+    let json = c.json;
+    (
+        Options {
+            target: c.target,
+            profile: c.profile,
+            source: c.source,
+            build_dir: c.build_dir,
+            fragments: c.fragments,
+            set: c.set,
+            patches: c.patches,
+            no_nixos: c.no_nixos,
+            kconfigs: c.kconfigs,
+            patches_dir: c.patches_dir,
+            toolchain: toolchain::Request {
+                prefix: c.toolchain,
+                llvm: c.llvm,
+            },
+            ..Options::default()
+        },
+        json,
+    )
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Build(b) => {
+            let (mut opt, json) = options(b.common);
+            opt.out = b.out;
+            opt.jobs = b.jobs;
+            opt.config_only = b.config_only;
+            kbuild::install_interrupt_handler();
+            let mut rep = Reporter::new(json);
+            pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config(c) => {
+            let (opt, json) = options(c.common);
+            kbuild::install_interrupt_handler();
+            let mut rep = Reporter::new(json);
+            pipeline::savedefconfig(&opt, &c.savedefconfig, &mut rep)
+                .inspect_err(|e| rep.fail(e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Targets { kconfigs, json } => {
+            let data = DataDir::kconfigs(kconfigs.as_deref());
+            let all = target::load_all(&data)?;
+            if json {
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|t| serde_json::json!({
+                        "name": t.name, "aliases": t.aliases, "description": t.description,
+                        "firmware_image": t.firmware_image, "default_profile": t.default_profile,
+                        "profiles": t.profiles.iter().map(|(k, p)| (k.clone(), p.description.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                    }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for t in &all {
+                    let alias = if t.aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (alias {})", t.aliases.join(", "))
+                    };
+                    println!("{}{alias}: {}", t.name, t.description);
+                    for (name, p) in &t.profiles {
+                        let def = if *name == t.default_profile {
+                            " [default]"
+                        } else {
+                            ""
+                        };
+                        println!("    {name}{def}: {}", p.description);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Doctor {
+            target: t,
+            toolchain: tc,
+            llvm,
+            json,
+        } => {
+            let data = DataDir::kconfigs(None);
+            let t = target::find(&data, &t)?;
+            let checks = doctor::run_checks(&t.triple, &toolchain::Request { prefix: tc, llvm });
+            Ok(if doctor::report(&checks, json) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

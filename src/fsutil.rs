@@ -1,0 +1,235 @@
+//! File-system helpers shared by the pipeline: locks, atomic directory swaps, trees of hardlinks,
+//! content hashes.
+
+use anyhow::{bail, Context, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// An exclusive advisory lock on a file, held until dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Blocks until the exclusive lock on `path` (created if missing) is ours.
+    pub fn acquire(path: &Path) -> Result<Lock> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(Lock {
+            _file: file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Atomically exchanges two paths (both must exist), with `renameat2(RENAME_EXCHANGE)`.
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both strings are valid NUL-terminated paths; the call only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("exchanging {} and {}", a.display(), b.display()));
+    }
+    Ok(())
+}
+
+/// Puts the finished directory `new` at `dest` in one step: a rename when `dest` is absent, an
+/// atomic exchange plus removal of the old tree when it exists. Readers see the old tree or the new
+/// one, never a mix or nothing.
+pub fn replace_dir(new: &Path, dest: &Path) -> Result<()> {
+    if fs::symlink_metadata(dest).is_ok() {
+        exchange(new, dest)?;
+        // `new` now holds the previous tree.
+        remove_tree(new)?;
+    } else {
+        fs::rename(new, dest)
+            .with_context(|| format!("renaming {} to {}", new.display(), dest.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes a tree, making read-only directories writable first (kernel trees and Nix-style outputs
+/// may have them).
+pub fn remove_tree(path: &Path) -> Result<()> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755));
+        }
+    }
+    fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// BLAKE3 of a file's bytes, as hex.
+pub fn hash_file(path: &Path) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Copies a regular file, replacing `dst` through a rename so a hardlinked `dst` is never written
+/// through (its other names keep their bytes).
+pub fn copy_unshared(src: &Path, dst: &Path) -> Result<()> {
+    let dir = dst.parent().context("destination has no parent")?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pik-copy-")
+        .tempfile_in(dir)?;
+    fs::copy(src, tmp.path())
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    tmp.persist(dst)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {}", dst.display()))?;
+    Ok(())
+}
+
+/// Makes `path` a file of its own: when it is a hardlink shared with other names (a link farm
+/// over the user's tree), it is replaced by a private copy so writing it cannot change the user's
+/// file.
+pub fn unshare(path: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if md.is_file() && md.nlink() > 1 {
+        copy_unshared(path, path)?;
+        fs::set_permissions(path, md.permissions())?;
+    }
+    Ok(())
+}
+
+/// Recreates the tree `src` at `dst` (which must not exist): directories are created, regular
+/// files hardlinked (or copied when linking fails, e.g. across file systems), symlinks recreated.
+/// Entries for which `skip` returns true (given the path relative to `src`) are left out.
+pub fn link_farm(src: &Path, dst: &Path, skip: &dyn Fn(&Path, bool) -> bool) -> Result<u64> {
+    let mut files = 0u64;
+    let mut can_link = true;
+    let walker = walkdir::WalkDir::new(src).follow_links(false).into_iter();
+    let mut it = walker;
+    while let Some(entry) = it.next() {
+        let entry = entry.with_context(|| format!("walking {}", src.display()))?;
+        let rel = entry.path().strip_prefix(src)?;
+        let is_dir = entry.file_type().is_dir();
+        if !rel.as_os_str().is_empty() && skip(rel, is_dir) {
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let target = dst.join(rel);
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+        } else if ft.is_symlink() {
+            let link = fs::read_link(entry.path())?;
+            std::os::unix::fs::symlink(&link, &target)
+                .with_context(|| format!("creating symlink {}", target.display()))?;
+        } else if ft.is_file() {
+            if can_link && fs::hard_link(entry.path(), &target).is_ok() {
+                files += 1;
+                continue;
+            }
+            can_link = false;
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+            files += 1;
+        } else {
+            bail!(
+                "{} is neither a file, a directory nor a symlink; a kernel tree has no such entries",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(files)
+}
+
+/// Finds an executable named `name` on `$PATH` (or returns it when it is a path).
+pub fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_dir_swaps_atomically() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("out");
+        let a = t.path().join("a");
+        fs::create_dir(&a).unwrap();
+        fs::write(a.join("f"), "1").unwrap();
+        replace_dir(&a, &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("f")).unwrap(), "1");
+        let b = t.path().join("b");
+        fs::create_dir(&b).unwrap();
+        fs::write(b.join("f"), "2").unwrap();
+        replace_dir(&b, &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("f")).unwrap(), "2");
+        assert!(!b.exists());
+    }
+
+    #[test]
+    fn unshare_breaks_hardlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let user = t.path().join("user");
+        let ws = t.path().join("ws");
+        fs::write(&user, "original").unwrap();
+        fs::hard_link(&user, &ws).unwrap();
+        unshare(&ws).unwrap();
+        fs::write(&ws, "patched").unwrap();
+        assert_eq!(fs::read_to_string(&user).unwrap(), "original");
+    }
+}

@@ -1,0 +1,347 @@
+//! Driving the kernel's own make: one place that knows the command line (O=, ARCH=, the
+//! toolchain, the pinned reproducibility variables, the host tools pik fixes) and the environment
+//! (scrubbed of variables that would change the build behind pik's back). Output goes to the build
+//! log; compile lines feed the progress display.
+
+use crate::toolchain::Toolchain;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Set when the user pressed Ctrl-C; pik forwards the signal to make and then cleans up.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The process group of the running make (0 = none). make runs in its own group so that one
+/// signal from pik's handler reaches make and every compiler it started.
+static MAKE_PGID: AtomicI32 = AtomicI32::new(0);
+
+/// Installs the Ctrl-C/SIGTERM handler: remember the interruption and pass it on to make.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        let pgid = MAKE_PGID.load(Ordering::SeqCst);
+        if pgid > 0 {
+            // SAFETY: sending a signal to a process group we created; no memory is touched.
+            unsafe {
+                libc::kill(-pgid, libc::SIGINT);
+            }
+        }
+    });
+}
+
+/// Default `SOURCE_DATE_EPOCH`, as nixpkgs' stdenv uses: 1980-01-01T00:00:00Z.
+pub const DEFAULT_EPOCH: i64 = 315_532_800;
+
+/// Environment variables that would silently change what kbuild does; pik removes them.
+const SCRUBBED_ENV: &[&str] = &[
+    "ARCH",
+    "CROSS_COMPILE",
+    "LLVM",
+    "LLVM_IAS",
+    "O",
+    "KBUILD_OUTPUT",
+    "KBUILD_EXTMOD",
+    "KCFLAGS",
+    "KCPPFLAGS",
+    "KAFLAGS",
+    "KRUSTFLAGS",
+    "KBUILD_CFLAGS",
+    "KBUILD_AFLAGS",
+    "KBUILD_LDFLAGS",
+    "CC",
+    "LD",
+    "AR",
+    "NM",
+    "OBJCOPY",
+    "CFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "MAKEFILES",
+    "GNUMAKEFLAGS",
+    "LOCALVERSION",
+    "KCONFIG_CONFIG",
+    "KCONFIG_ALLCONFIG",
+    "INSTALL_MOD_PATH",
+    "INSTALL_PATH",
+    "INSTALL_DTBS_PATH",
+    "INSTALL_MOD_STRIP",
+    "KBUILD_VERBOSE",
+    "V",
+    "W",
+    "C",
+    "KBUILD_ABS_SRCTREE",
+    "KBUILD_BUILD_VERSION_TIMESTAMP",
+    "KBUILD_SIGN_PIN",
+    "CCACHE_DIR",
+    "DISTCC_HOSTS",
+];
+
+/// One kernel build: tree, build dir, architecture, toolchain, jobs, log.
+#[derive(Debug, Clone)]
+pub struct Kbuild {
+    /// The source tree (srctree).
+    pub tree: PathBuf,
+    /// `O=`.
+    pub build_dir: PathBuf,
+    /// `ARCH=`.
+    pub arch: String,
+    /// The cross toolchain.
+    pub toolchain: Toolchain,
+    /// `-j`.
+    pub jobs: usize,
+    /// `SOURCE_DATE_EPOCH` for the timestamp kbuild embeds.
+    pub epoch: i64,
+    /// The full log of every make run.
+    pub log: PathBuf,
+}
+
+impl Kbuild {
+    /// The make command for `targets` plus `extra` variables.
+    pub fn command(&self, targets: &[&str], extra: &[String]) -> Command {
+        let mut cmd = Command::new("make");
+        for v in SCRUBBED_ENV {
+            cmd.env_remove(v);
+        }
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("KBUILD_BUILD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("LC_ALL", "C")
+            .env("TZ", "UTC")
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
+            .env("KBUILD_BUILD_TIMESTAMP", timestamp_text(self.epoch))
+            .env("KBUILD_BUILD_USER", "pik")
+            .env("KBUILD_BUILD_HOST", "pik")
+            .env("KBUILD_BUILD_VERSION", "1");
+        cmd.arg("-C")
+            .arg(&self.tree)
+            .arg(format!("O={}", self.build_dir.display()))
+            .arg(format!("ARCH={}", self.arch))
+            .args(self.toolchain.make_args())
+            .arg(format!("-j{}", self.jobs.max(1)))
+            // Empty LOCALVERSION: no "+" suffix from scm state; the config's LOCALVERSION names it.
+            .arg("LOCALVERSION=")
+            .arg("DTC_FLAGS=-@")
+            // Host tools Kconfig consults are fixed, not taken from whatever PATH has: pik builds
+            // neither Rust nor BTF, so they are named as absent and Kconfig records version 0.
+            .arg("RUSTC=pik-no-rustc")
+            .arg("HOSTRUSTC=pik-no-rustc")
+            .arg("BINDGEN=pik-no-bindgen")
+            .arg("PAHOLE=pik-no-pahole")
+            .args(extra)
+            .args(targets)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Appends bytes to the build log.
+    pub fn append_log(&self, bytes: &[u8]) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+        {
+            let _ = f.write_all(bytes);
+        }
+    }
+
+    /// Runs make for `targets`; every output line goes to the log and stdout lines to `on_line`.
+    /// A failure is an error with the last lines of the log and where the log is.
+    pub fn run(
+        &self,
+        targets: &[&str],
+        extra: &[String],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening the build log {}", self.log.display()))?;
+        let log = Arc::new(Mutex::new(log));
+        let mut cmd = self.command(targets, extra);
+        writeln!(log.lock().unwrap(), "$ {}", render(&cmd))?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted (Ctrl-C) before make {}", targets.join(" "));
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .context("running make (install the Debian package make)")?;
+        MAKE_PGID.store(child.id() as i32, Ordering::SeqCst);
+        let stderr = child.stderr.take().context("make stderr")?;
+        let err_log = Arc::clone(&log);
+        let tail = Arc::new(Mutex::new(Vec::<String>::new()));
+        let err_tail = Arc::clone(&tail);
+        let err_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
+                let _ = err_log
+                    .lock()
+                    .unwrap()
+                    .write_all(&line)
+                    .and_then(|_| err_log.lock().unwrap().write_all(b"\n"));
+                let mut t = err_tail.lock().unwrap();
+                t.push(String::from_utf8_lossy(&line).to_string());
+                if t.len() > 40 {
+                    t.remove(0);
+                }
+            }
+        });
+        let stdout = child.stdout.take().context("make stdout")?;
+        for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
+            {
+                let mut l = log.lock().unwrap();
+                let _ = l.write_all(&line);
+                let _ = l.write_all(b"\n");
+            }
+            on_line(&String::from_utf8_lossy(&line));
+        }
+        let status = child.wait()?;
+        MAKE_PGID.store(0, Ordering::SeqCst);
+        let _ = err_thread.join();
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted (Ctrl-C) during make {}", targets.join(" "));
+        }
+        if !status.success() {
+            let tail = tail.lock().unwrap();
+            let errors: Vec<&String> = tail
+                .iter()
+                .filter(|l| l.contains("error") || l.contains("Error") || l.contains("***"))
+                .collect();
+            let shown = if errors.is_empty() {
+                tail.iter().collect()
+            } else {
+                errors
+            };
+            let start = shown.len().saturating_sub(12);
+            bail!(
+                "make {} failed ({status}):\n{}\nfull log: {}\nbuild dir (kept): {}",
+                targets.join(" "),
+                shown[start..]
+                    .iter()
+                    .map(|s| format!("  {s}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.log.display(),
+                self.build_dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The kernel release string (`6.12.117-v8-16k`) of the configured build dir.
+    pub fn kernel_release(&self) -> Result<String> {
+        let p = self.build_dir.join("include/config/kernel.release");
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// `arch/<arch>/boot/<name>` in the build dir.
+    pub fn boot_file(&self, name: &str) -> PathBuf {
+        self.build_dir
+            .join("arch")
+            .join(&self.arch)
+            .join("boot")
+            .join(name)
+    }
+}
+
+/// True for make's quiet-mode line for a compiled object (`  CC      init/main.o`,
+/// `  CC [M]  drivers/x.o`, `  AS      arch/arm64/kernel/head.o`).
+pub fn is_compile_line(line: &str) -> bool {
+    let t = line.trim_start();
+    (t.starts_with("CC ") || t.starts_with("AS ")) && t.ends_with(".o")
+}
+
+fn render(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().to_string();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// `SOURCE_DATE_EPOCH` as `LC_ALL=C date -u` prints it (`Tue Jan  1 00:00:00 UTC 1980`), the form
+/// kbuild embeds in `uname -v`.
+pub fn timestamp_text(epoch: i64) -> String {
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} UTC {}",
+        WD[days.rem_euclid(7) as usize],
+        MO[(m - 1) as usize],
+        d,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        y
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The working directory of a path given on the command line, made absolute.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_date() {
+        assert_eq!(timestamp_text(315_532_800), "Tue Jan  1 00:00:00 UTC 1980");
+        assert_eq!(timestamp_text(0), "Thu Jan  1 00:00:00 UTC 1970");
+        assert_eq!(
+            timestamp_text(1_764_097_200),
+            "Tue Nov 25 19:00:00 UTC 2025"
+        );
+    }
+
+    #[test]
+    fn compile_lines() {
+        assert!(is_compile_line("  CC      init/main.o"));
+        assert!(is_compile_line("  CC [M]  drivers/watchdog/bcm2835_wdt.o"));
+        assert!(is_compile_line("  AS      arch/arm64/kernel/head.o"));
+        assert!(!is_compile_line("  LD      vmlinux.o"));
+        assert!(!is_compile_line("  CC      scripts/mod/empty.s"));
+    }
+}

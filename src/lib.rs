@@ -1,0 +1,22 @@
+//! pik: a cross-compilation and kernel build accelerator for Raspberry Pi 5 kernels, aimed at NixOS.
+//!
+//! The library holds the whole pipeline; `main.rs` only parses arguments and reports errors.
+//! One module per step of `pik build` (see `../shared/DESIGN.md`):
+//! target data → source → patches → Kconfig → kbuild → outputs + manifest.
+
+pub mod cli;
+pub mod data;
+pub mod doctor;
+pub mod fsutil;
+pub mod kbuild;
+pub mod kconfig;
+pub mod manifest;
+pub mod output;
+pub mod patch;
+pub mod paths;
+pub mod pipeline;
+pub mod progress;
+pub mod source;
+pub mod target;
+pub mod toolchain;
+pub mod workspace;

@@ -1,0 +1,137 @@
+//! The build manifest, `<out>.json` beside the output tree (never inside, so the tree stays
+//! bit-identical between identical builds and its NAR hash is true). Schema `pik.manifest/1`.
+
+use crate::toolchain::Toolchain;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The schema name and version of the manifest.
+pub const SCHEMA: &str = "pik.manifest/1";
+
+/// An input file and its digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFile {
+    /// Where it came from.
+    pub name: String,
+    /// BLAKE3 of its bytes.
+    pub blake3: String,
+}
+
+/// What went into the build.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    /// `tree` or `tarball`.
+    pub source_kind: String,
+    /// The source path.
+    pub source_path: String,
+    /// The source's content digest.
+    pub source_blake3: String,
+    /// Kernel version from the tree's Makefile.
+    pub kernel_version: String,
+    /// Patches in the order applied.
+    pub patches: Vec<InputFile>,
+    /// The config base target (`tinyconfig`, `defconfig`, `bcm2712_defconfig`).
+    pub config_base: String,
+    /// Fragments in merge order (`--set` values appear as one fragment).
+    pub fragments: Vec<InputFile>,
+    /// The `--set` values.
+    pub set: Vec<String>,
+    /// `SOURCE_DATE_EPOCH` used.
+    pub source_date_epoch: i64,
+    /// The make targets built.
+    pub make_targets: Vec<String>,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputFile {
+    /// `file`, `executable` or `symlink`.
+    pub kind: &'static str,
+    /// Size in bytes (files) or 0.
+    pub size: u64,
+    /// BLAKE3 of the bytes, or of the link target for symlinks.
+    pub blake3: String,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// pik's version.
+    pub pik_version: &'static str,
+    /// Target name.
+    pub target: String,
+    /// Profile name.
+    pub profile: String,
+    /// `make kernelrelease`.
+    pub kernelrelease: String,
+    /// The firmware image name in the tree.
+    pub firmware_image: String,
+    /// BLAKE3 of the final `.config`.
+    pub config_blake3: String,
+    /// The cross toolchain.
+    pub toolchain: Toolchain,
+    /// The host C compiler kbuild uses for its tools.
+    pub host_cc: String,
+    /// Inputs.
+    pub inputs: Inputs,
+    /// Absolute path of the output tree.
+    pub out: String,
+    /// Digest of the whole output tree (all entries below, in order).
+    pub tree_blake3: String,
+    /// Every entry of the output tree by relative path.
+    pub files: BTreeMap<String, OutputFile>,
+    /// Objects compiled by this run.
+    pub objects_compiled: u64,
+    /// The build dir used.
+    pub build_dir: String,
+    /// The full log.
+    pub log: String,
+    /// Wall time per phase, seconds.
+    pub timings_s: BTreeMap<String, f64>,
+}
+
+/// Describes every file and symlink under `root`, and the digest of the whole listing.
+pub fn describe_tree(root: &Path) -> Result<(BTreeMap<String, OutputFile>, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = BTreeMap::new();
+    let mut all = blake3::Hasher::new();
+    let mut entries: Vec<_> = walkdir::WalkDir::new(root)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("walking {}", root.display()))?;
+    entries.retain(|e| !e.file_type().is_dir());
+    for e in entries {
+        let rel = e.path().strip_prefix(root)?.to_string_lossy().to_string();
+        let entry = if e.file_type().is_symlink() {
+            let t = std::fs::read_link(e.path())?;
+            OutputFile {
+                kind: "symlink",
+                size: 0,
+                blake3: blake3::hash(t.as_os_str().as_bytes()).to_hex().to_string(),
+            }
+        } else {
+            let md = e.metadata()?;
+            OutputFile {
+                kind: if md.permissions().mode() & 0o111 != 0 {
+                    "executable"
+                } else {
+                    "file"
+                },
+                size: md.len(),
+                blake3: crate::fsutil::hash_file(e.path())?,
+            }
+        };
+        all.update(rel.as_bytes());
+        all.update(&[0]);
+        all.update(entry.kind.as_bytes());
+        all.update(entry.blake3.as_bytes());
+        files.insert(rel, entry);
+    }
+    Ok((files, all.finalize().to_hex().to_string()))
+}

@@ -1,0 +1,441 @@
+//! `pik build`: the steps in order, each timed — target data, source, workspace (+ patches),
+//! toolchain, Kconfig, kbuild, install into the Nix layout, manifest, atomic publish.
+
+use crate::data::DataDir;
+use crate::fsutil::Lock;
+use crate::kbuild::{self, Kbuild};
+use crate::kconfig::{self, Fragment};
+use crate::manifest::{self, InputFile, Inputs, Manifest};
+use crate::output;
+use crate::patch;
+use crate::progress::Reporter;
+use crate::source::{self, Source};
+use crate::target::{self, Target};
+use crate::toolchain;
+use crate::workspace::{self, Workspace};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything `pik build` (and `pik config`) takes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Target name or alias.
+    pub target: String,
+    /// Profile; the target's default when None.
+    pub profile: Option<String>,
+    /// `--source`.
+    pub source: Option<PathBuf>,
+    /// `--out`; `./result-<target>` when None.
+    pub out: Option<PathBuf>,
+    /// `--build-dir`; a dir under the cache when None.
+    pub build_dir: Option<PathBuf>,
+    /// `--fragment` files, in order.
+    pub fragments: Vec<PathBuf>,
+    /// `--set` values, in order.
+    pub set: Vec<String>,
+    /// `--patch` files, in order.
+    pub patches: Vec<PathBuf>,
+    /// `-j`; the number of CPUs when None.
+    pub jobs: Option<usize>,
+    /// Stop after Kconfig and its check.
+    pub config_only: bool,
+    /// Skip `kconfigs/nixos.config`.
+    pub no_nixos: bool,
+    /// `--kconfigs DIR`.
+    pub kconfigs: Option<PathBuf>,
+    /// `--patches DIR`.
+    pub patches_dir: Option<PathBuf>,
+    /// Toolchain choice.
+    pub toolchain: toolchain::Request,
+}
+
+/// What the first steps produce, shared by `pik build` and `pik config`.
+pub struct Prepared {
+    /// The target.
+    pub target: Target,
+    /// Profile name.
+    pub profile: String,
+    /// The source.
+    pub source: Source,
+    /// Its digest.
+    pub source_digest: String,
+    /// The workspace.
+    pub workspace: Workspace,
+    /// Patches applied.
+    pub patches: Vec<patch::Patch>,
+    /// The kbuild driver.
+    pub kbuild: Kbuild,
+    /// Holds the build dir for this run.
+    pub build_lock: Lock,
+    /// Phase timings so far.
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// Resolves the source: explicit path, `$PIK_KERNEL_SRC`, or the newest Debian tarball whose
+/// tree has the target's device trees (checked after extraction into the workspace).
+fn candidate_sources(opt: &Options) -> Result<Vec<Source>> {
+    if let Some(p) = &opt.source {
+        return Ok(vec![source::classify(p)?]);
+    }
+    if let Some(p) = std::env::var_os("PIK_KERNEL_SRC").filter(|p| !p.is_empty()) {
+        return source::classify(Path::new(&p))
+            .map(|s| vec![s])
+            .context("from $PIK_KERNEL_SRC");
+    }
+    let found = source::debian_tarballs(Path::new("/usr/src"));
+    if found.is_empty() {
+        bail!(
+            "no kernel source given and none found: pass --source (a kernel tree or tarball), set \
+             PIK_KERNEL_SRC, or install Debian's linux-source-6.12 (apt-get install linux-source-6.12)"
+        );
+    }
+    Ok(found.into_iter().map(Source::Tarball).collect())
+}
+
+fn timed<T>(
+    timings: &mut BTreeMap<String, f64>,
+    phase: &str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let t = Instant::now();
+    let r = f();
+    *timings.entry(phase.to_string()).or_default() += t.elapsed().as_secs_f64();
+    r
+}
+
+/// Runs every step up to (not including) Kconfig.
+pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
+    let mut timings = BTreeMap::new();
+    let kdata = DataDir::kconfigs(opt.kconfigs.as_deref());
+    let pdata = DataDir::patches(opt.patches_dir.as_deref());
+    let target = target::find(&kdata, &opt.target)?;
+    let profile = opt
+        .profile
+        .clone()
+        .unwrap_or_else(|| target.default_profile.clone());
+    target.profile(&profile)?;
+    // Every input is checked before anything is extracted or built.
+    let patches = patch::load_series(&pdata, &target.patches, &opt.patches)?;
+    let tc = toolchain::find(&target.triple, &opt.toolchain)?;
+    let cache = crate::paths::cache_dir()?;
+
+    let mut chosen = None;
+    let mut refused = Vec::new();
+    let candidates = candidate_sources(opt)?;
+    let explicit =
+        opt.source.is_some() || std::env::var_os("PIK_KERNEL_SRC").is_some_and(|p| !p.is_empty());
+    for src in candidates {
+        rep.phase(
+            "source",
+            &format!("hashing {} {}", src.kind(), src.path().display()),
+        );
+        let digest = timed(&mut timings, "source", || source::digest(&src))?;
+        rep.phase(
+            "workspace",
+            "preparing the private, patched copy of the tree",
+        );
+        let ws = timed(&mut timings, "workspace", || {
+            workspace::prepare(&cache.join("workspaces"), &src, &digest, &patches)
+        })
+        .with_context(|| format!("preparing the workspace for {}", src.path().display()))?;
+        let what = format!("kernel source {}", src.path().display());
+        match workspace::check_device_trees(&ws.tree, &target.device_trees, &what) {
+            Ok(()) => {
+                chosen = Some((src, digest, ws));
+                break;
+            }
+            Err(e) if explicit => return Err(e),
+            Err(e) => refused.push(format!("{e:#}")),
+        }
+    }
+    let Some((source, digest, workspace)) = chosen else {
+        bail!(
+            "no Debian linux-source tarball under /usr/src is usable for {}:\n  {}",
+            target.name,
+            refused.join("\n  ")
+        );
+    };
+    for r in &refused {
+        rep.warn(&format!("skipped: {r}"));
+    }
+    if !workspace.tree.join(&target.vendor_marker).exists() {
+        rep.warn(&target.thin_support);
+    }
+
+    let build_dir = match &opt.build_dir {
+        Some(d) => kbuild::absolute(d)?,
+        None => cache.join("builds").join(format!(
+            "{}-{}-{}",
+            target.name,
+            profile,
+            &workspace.key[..12]
+        )),
+    };
+    std::fs::create_dir_all(&build_dir)
+        .with_context(|| format!("creating the build dir {}", build_dir.display()))?;
+    let build_lock = Lock::acquire(&build_dir.join(".pik-lock"))?;
+    let log = build_dir.join("pik-build.log");
+    let _ = std::fs::remove_file(&log);
+    let jobs = opt.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.is_empty() => s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?,
+        _ => kbuild::DEFAULT_EPOCH,
+    };
+    let kb = Kbuild {
+        tree: workspace.tree.clone(),
+        build_dir,
+        arch: target.arch.clone(),
+        toolchain: tc,
+        jobs,
+        epoch,
+        log,
+    };
+    Ok(Prepared {
+        target,
+        profile,
+        source,
+        source_digest: digest.to_hex().to_string(),
+        workspace,
+        patches,
+        kbuild: kb,
+        build_lock,
+        timings,
+    })
+}
+
+/// The fragments in merge order: target, profile, nixos.config, `--fragment`s, `--set`s.
+pub fn fragments(opt: &Options, target: &Target, profile: &str) -> Result<Vec<Fragment>> {
+    let kdata = DataDir::kconfigs(opt.kconfigs.as_deref());
+    let mut names = vec![target.fragment.clone()];
+    names.extend(target.profile(profile)?.fragments.iter().cloned());
+    if !opt.no_nixos {
+        names.push("nixos.config".into());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let text = String::from_utf8(kdata.read_required(&n)?)
+            .with_context(|| format!("{} is not UTF-8", kdata.describe(&n)))?;
+        out.push(Fragment {
+            origin: kdata.describe(&n),
+            text,
+        });
+    }
+    for f in &opt.fragments {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --fragment {}", f.display()))?;
+        if kconfig::parse(&text).is_empty() {
+            bail!(
+                "--fragment {} has no CONFIG_ settings; is it a Kconfig fragment?",
+                f.display()
+            );
+        }
+        out.push(Fragment {
+            origin: f.display().to_string(),
+            text,
+        });
+    }
+    out.extend(kconfig::set_fragment(&opt.set)?);
+    Ok(out)
+}
+
+/// Runs Kconfig for a prepared build; returns the base target used and the fragments.
+pub fn configure(
+    opt: &Options,
+    p: &mut Prepared,
+    rep: &mut Reporter,
+) -> Result<(String, Vec<Fragment>)> {
+    let prof = p.target.profile(&p.profile)?.clone();
+    let vendor = prof
+        .prefer_vendor_defconfig
+        .then_some(p.target.vendor_defconfig.as_str());
+    let base = kconfig::base_target(&p.kbuild.tree, &p.target.arch, &prof.base, vendor);
+    let frags = fragments(opt, &p.target, &p.profile)?;
+    rep.phase(
+        "kconfig",
+        &format!("{base} + {} fragment(s), olddefconfig, check", frags.len()),
+    );
+    let kb = p.kbuild.clone();
+    timed(&mut p.timings, "kconfig", || {
+        kconfig::configure(&kb, &base, &frags)
+    })?;
+    Ok((base, frags))
+}
+
+/// `pik build`.
+pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
+    let started = Instant::now();
+    let out = kbuild::absolute(
+        &opt.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("result-{}", target_name(opt)))),
+    )?;
+    let mut p = prepare(opt, rep)?;
+    let (base, frags) = configure(opt, &mut p, rep)?;
+    let config_path = p.kbuild.build_dir.join(".config");
+    if opt.config_only {
+        rep.finish(
+            serde_json::json!({"config": config_path, "build_dir": p.kbuild.build_dir}),
+            &format!("pik: config checked and left at {}", config_path.display()),
+        );
+        return Ok(());
+    }
+    let config = kconfig::read_config(&config_path)?;
+    let modules = config.get("MODULES").is_some_and(|v| v == "y");
+    let mut make_targets = vec![p.target.kernel_image.clone()];
+    if modules {
+        make_targets.push("modules".into());
+    }
+    make_targets.push("dtbs".into());
+
+    let cache = crate::paths::cache_dir()?;
+    let stats = cache
+        .join("stats")
+        .join(format!("{}-{}.objects", p.target.name, p.profile));
+    let expected = std::fs::read_to_string(&stats)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let fresh = !p.kbuild.build_dir.join("vmlinux").exists();
+    rep.phase(
+        "build",
+        &format!("make {} -j{}", make_targets.join(" "), p.kbuild.jobs),
+    );
+    rep.start_compiling(if fresh { expected } else { None });
+    let kb = p.kbuild.clone();
+    let targets: Vec<&str> = make_targets.iter().map(String::as_str).collect();
+    timed(&mut p.timings, "build", || {
+        kb.run(&targets, &[], &mut |line| {
+            if kbuild::is_compile_line(line) {
+                rep.compiled(line.split_whitespace().last().unwrap_or(""));
+            }
+        })
+    })?;
+    let compiled = rep.compiled_count();
+    if fresh && compiled > 0 {
+        let _ = std::fs::create_dir_all(stats.parent().unwrap());
+        let _ = std::fs::write(&stats, compiled.to_string());
+    }
+
+    let release = p.kbuild.kernel_release()?;
+    rep.phase(
+        "install",
+        &format!("modules_install, dtbs_install into the Nix layout for {release}"),
+    );
+    let out_lock = output::lock(&out)?;
+    let staged = timed(&mut p.timings, "install", || {
+        output::stage(&p.kbuild, &p.target, &release, modules, &out)
+    })?;
+    rep.phase(
+        "output",
+        &format!("verifying and publishing {}", out.display()),
+    );
+    let t = Instant::now();
+    let (files, tree_blake3) = manifest::describe_tree(staged.path())?;
+    let host_cc = toolchain::first_line_of("gcc", &["--version"]).unwrap_or_default();
+    let kernel_version = source::kernel_version(&p.kbuild.tree)?;
+    output::publish(staged, &out)?;
+    p.timings.insert("output".into(), t.elapsed().as_secs_f64());
+    p.timings
+        .insert("total".into(), started.elapsed().as_secs_f64());
+    let m = Manifest {
+        schema: manifest::SCHEMA,
+        pik_version: env!("CARGO_PKG_VERSION"),
+        target: p.target.name.clone(),
+        profile: p.profile.clone(),
+        kernelrelease: release.clone(),
+        firmware_image: p.target.firmware_image.clone(),
+        config_blake3: crate::fsutil::hash_file(&config_path)?,
+        toolchain: p.kbuild.toolchain.clone(),
+        host_cc,
+        inputs: Inputs {
+            source_kind: p.source.kind().into(),
+            source_path: p.source.path().display().to_string(),
+            source_blake3: p.source_digest.clone(),
+            kernel_version,
+            patches: p
+                .patches
+                .iter()
+                .map(|x| InputFile {
+                    name: x.name.clone(),
+                    blake3: blake3::hash(&x.bytes).to_hex().to_string(),
+                })
+                .collect(),
+            config_base: base,
+            fragments: frags
+                .iter()
+                .map(|f| InputFile {
+                    name: f.origin.clone(),
+                    blake3: blake3::hash(f.text.as_bytes()).to_hex().to_string(),
+                })
+                .collect(),
+            set: opt.set.clone(),
+            source_date_epoch: p.kbuild.epoch,
+            make_targets: make_targets.clone(),
+        },
+        out: out.display().to_string(),
+        tree_blake3,
+        files,
+        objects_compiled: compiled,
+        build_dir: p.kbuild.build_dir.display().to_string(),
+        log: p.kbuild.log.display().to_string(),
+        timings_s: p.timings.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&m)?;
+    pik_cache::atomic_write(&output::manifest_path(&out), &json)
+        .with_context(|| format!("writing {}", output::manifest_path(&out).display()))?;
+    drop(out_lock);
+    let human = format!(
+        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\npik: output  {}\npik: manifest {}",
+        release,
+        p.target.name,
+        p.profile,
+        started.elapsed().as_secs_f64(),
+        compiled,
+        out.display(),
+        output::manifest_path(&out).display()
+    );
+    rep.finish(serde_json::to_value(&m)?, &human);
+    Ok(())
+}
+
+fn target_name(opt: &Options) -> String {
+    let kdata = DataDir::kconfigs(opt.kconfigs.as_deref());
+    target::find(&kdata, &opt.target)
+        .map(|t| t.name)
+        .unwrap_or_else(|_| opt.target.clone())
+}
+
+/// `pik config --savedefconfig FILE`: the kernel's own `savedefconfig` on a configured build dir.
+pub fn savedefconfig(opt: &Options, dest: &Path, rep: &mut Reporter) -> Result<()> {
+    let p = prepare(opt, rep)?;
+    if !p.kbuild.build_dir.join(".config").is_file() {
+        bail!(
+            "{} has no .config yet: run `pik build --target {} --config-only` (with the same \
+             --source/--build-dir) first, tune it (make menuconfig O=…), then save it",
+            p.kbuild.build_dir.display(),
+            p.target.name
+        );
+    }
+    rep.phase("kconfig", "savedefconfig");
+    p.kbuild.run(&["savedefconfig"], &[], &mut |_| {})?;
+    let src = p.kbuild.build_dir.join("defconfig");
+    let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+    pik_cache::atomic_write(&kbuild::absolute(dest)?, &bytes)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    rep.finish(
+        serde_json::json!({"fragment": dest}),
+        &format!(
+            "pik: minimal config written to {} (usable with --fragment)",
+            dest.display()
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! End-to-end mini builds of both targets from Debian's linux-source-6.12 with the real cross
+//! compiler: ELF checks, layout, DTBs with symbols, vermagic, shipped patches, reproducibility,
+//! interruption, and a boot under QEMU.
+
+mod common;
+use common::*;
+use object::{Object, ObjectSection};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn assert_aarch64(path: &Path) {
+    let data = std::fs::read(path).unwrap();
+    let f =
+        object::File::parse(&*data).unwrap_or_else(|e| panic!("{}: not ELF: {e}", path.display()));
+    assert_eq!(
+        f.architecture(),
+        object::Architecture::Aarch64,
+        "{}",
+        path.display()
+    );
+}
+
+fn vermagic(ko: &Path) -> String {
+    let data = std::fs::read(ko).unwrap();
+    let f = object::File::parse(&*data).unwrap();
+    let modinfo = f
+        .section_by_name(".modinfo")
+        .expect(".modinfo")
+        .data()
+        .unwrap()
+        .to_vec();
+    modinfo
+        .split(|b| *b == 0)
+        .filter_map(|s| std::str::from_utf8(s).ok())
+        .find_map(|s| s.strip_prefix("vermagic="))
+        .expect("vermagic")
+        .to_string()
+}
+
+fn check_build(target: &str, firmware: &str, page_symbol: &str) {
+    let b = mini_build(target);
+    let m = &b.manifest;
+    assert_eq!(m["schema"], "pik.manifest/1");
+    assert_eq!(m["target"], target);
+    assert_eq!(m["profile"], "mini");
+    let release = m["kernelrelease"].as_str().unwrap().to_string();
+    assert!(
+        release.ends_with(if target == "bcm2712" {
+            "-v8-16k"
+        } else {
+            "-v8"
+        }),
+        "{release}"
+    );
+    assert!(m["toolchain"]["version"]
+        .as_str()
+        .unwrap()
+        .contains("aarch64"));
+    assert_eq!(m["toolchain"]["cc_blake3"].as_str().unwrap().len(), 64);
+    assert!(m["objects_compiled"].as_u64().unwrap() > 500);
+    for phase in [
+        "source",
+        "workspace",
+        "kconfig",
+        "build",
+        "install",
+        "output",
+        "total",
+    ] {
+        assert!(
+            m["timings_s"][phase].as_f64().is_some(),
+            "no timing for {phase}"
+        );
+    }
+    // Layout: images (firmware name = same bytes), System.map, config, DTBs, modules.
+    let out = &b.out;
+    let image = std::fs::read(out.join("Image")).unwrap();
+    assert_eq!(image, std::fs::read(out.join(firmware)).unwrap());
+    assert_eq!(
+        &image[56..60],
+        b"ARMd",
+        "Image lacks the arm64 boot header magic"
+    );
+    assert!(out.join("System.map").is_file());
+    let cfg = config_values(&out.join("config"));
+    assert_eq!(cfg.get(page_symbol).map(String::as_str), Some("y"));
+    let moddir = out.join("lib/modules").join(&release);
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.dep",
+    ] {
+        assert!(moddir.join(f).is_file(), "missing {f}");
+    }
+    assert!(
+        std::fs::symlink_metadata(moddir.join("build")).is_err(),
+        "dangling build link left"
+    );
+    assert!(std::fs::symlink_metadata(moddir.join("source")).is_err());
+    // Nothing beside the Nix layout in the tree; the manifest is beside it.
+    let mut top: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    top.sort();
+    let mut want = vec!["Image", "System.map", "config", "dtbs", "lib", firmware];
+    want.sort();
+    assert_eq!(top, want);
+    assert!(out.with_extension("json").is_file());
+    // Every file in the manifest matches the tree.
+    for (rel, f) in m["files"].as_object().unwrap() {
+        let p = out.join(rel);
+        if f["kind"] != "symlink" {
+            assert_eq!(
+                blake3::hash(&std::fs::read(&p).unwrap()).to_hex().as_str(),
+                f["blake3"].as_str().unwrap(),
+                "{rel}"
+            );
+        }
+    }
+    // vmlinux and every module are AArch64 ELF; vermagic names the release.
+    assert_aarch64(&b.build_dir.join("vmlinux"));
+    let kos = files_with_suffix(out, ".ko");
+    assert!(kos.len() >= 3, "expected a few modules, got {kos:?}");
+    for ko in &kos {
+        assert_aarch64(ko);
+        let vm = vermagic(ko);
+        assert!(
+            vm.starts_with(&format!("{release} ")),
+            "{}: vermagic {vm:?}",
+            ko.display()
+        );
+    }
+    // The Pi 5 DTB exists in both targets, parses with dtc and carries __symbols__ (-@).
+    let dtb = out.join("dtbs/broadcom/bcm2712-rpi-5-b.dtb");
+    let dts = Command::new("dtc")
+        .args(["-I", "dtb", "-O", "dts", "-o", "-"])
+        .arg(&dtb)
+        .output()
+        .unwrap();
+    assert!(dts.status.success(), "dtc cannot parse {}", dtb.display());
+    let dts = String::from_utf8_lossy(&dts.stdout);
+    assert!(dts.contains("__symbols__") && dts.contains("raspberrypi,5-model-b"));
+    assert!(files_with_suffix(&out.join("dtbs/broadcom"), ".dtb").len() >= 9);
+    // The shipped NixOS patches took effect in the built kernel.
+    let vmlinux = std::fs::read(b.build_dir.join("vmlinux")).unwrap();
+    assert!(contains(
+        &vmlinux,
+        b"/run/current-system/sw/bin/request-key\0"
+    ));
+    assert!(!contains(&vmlinux, b"/sbin/request-key\0"));
+    let bridge = kos
+        .iter()
+        .find(|p| p.ends_with("net/bridge/bridge.ko"))
+        .expect("bridge.ko");
+    let bridge = std::fs::read(bridge).unwrap();
+    assert!(contains(
+        &bridge,
+        b"/run/current-system/sw/bin/bridge-stp\0"
+    ));
+    assert!(!contains(&bridge, b"/sbin/bridge-stp\0"));
+}
+
+#[test]
+fn bcm2712_mini_kernel() {
+    check_build("bcm2712", "kernel_2712.img", "ARM64_16K_PAGES");
+}
+
+#[test]
+fn bcm2711_mini_kernel() {
+    check_build("bcm2711", "kernel8.img", "ARM64_4K_PAGES");
+}
+
+#[test]
+fn bcm2712_mini_boots_under_qemu() {
+    let b = mini_build("bcm2712");
+    let mut child = Command::new("qemu-system-aarch64")
+        .args([
+            "-M",
+            "virt",
+            "-cpu",
+            "max",
+            "-m",
+            "512M",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(b.out.join("Image"))
+        .args(["-append", "console=ttyAMA0 panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-aarch64 (apt-get install qemu-system-arm)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("qemu: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut seen = Vec::new();
+    let mut found = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                let hit = line.contains("VFS: Unable to mount root");
+                seen.push(line);
+                if hit {
+                    found = true;
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        found,
+        "no 'VFS: Unable to mount root' on the serial console; saw:\n{}",
+        seen.join("\n")
+    );
+    let release = b.manifest["kernelrelease"].as_str().unwrap();
+    assert!(seen
+        .iter()
+        .any(|l| l.contains("Linux version") && l.contains(release)));
+}
+
+#[test]
+fn identical_inputs_in_other_dirs_give_identical_outputs() {
+    let a = mini_build("bcm2712");
+    // The same source, but as the user's extracted tree (another absolute path, a link-farm
+    // workspace at another path), another build dir and another output dir; nothing cached.
+    let tree = user_tree();
+    let before = fingerprint(&tree);
+    let base = shared().join("repro");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let out = base.join("second-result");
+    run_ok(
+        pik()
+            .args([
+                "build",
+                "--target",
+                "bcm2712",
+                "--profile",
+                "mini",
+                "-j2",
+                "--source",
+            ])
+            .arg(&tree)
+            .arg("--out")
+            .arg(&out)
+            .arg("--build-dir")
+            .arg(base.join("other-build-dir")),
+    );
+    let b = read_json(&base.join("second-result.json"));
+    assert_eq!(
+        b["objects_compiled"], a.manifest["objects_compiled"],
+        "both builds compile everything"
+    );
+    assert_ne!(b["build_dir"], a.manifest["build_dir"]);
+    assert_eq!(a.manifest["files"], b["files"], "output trees differ");
+    assert_eq!(a.manifest["tree_blake3"], b["tree_blake3"]);
+    assert_eq!(
+        std::fs::read(a.build_dir.join("vmlinux")).unwrap(),
+        std::fs::read(base.join("other-build-dir/vmlinux")).unwrap(),
+        "vmlinux differs"
+    );
+    assert_eq!(before, fingerprint(&tree), "the user's tree changed");
+}
+
+#[test]
+fn interrupted_build_keeps_the_previous_output() {
+    let base = shared().join("interrupt");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("result")).unwrap();
+    std::fs::write(base.join("result/previous"), "the previous build").unwrap();
+    let mut child = pik()
+        .args([
+            "build",
+            "--target",
+            "bcm2712",
+            "--profile",
+            "mini",
+            "--json",
+            "-j2",
+        ])
+        .arg("--out")
+        .arg(base.join("result"))
+        .arg("--build-dir")
+        .arg(base.join("build"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut started = false;
+    for line in stdout.lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["phase"] == "build" {
+            started = true;
+            break;
+        }
+    }
+    assert!(started, "the build never started");
+    std::thread::sleep(Duration::from_secs(5));
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    eprintln!("{err}");
+    assert!(!status.success());
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(base.join("result/previous")).unwrap(),
+        "the previous build"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("pik-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!base.join("result.json").exists());
+    // No make or compiler of that build is left running.
+    std::thread::sleep(Duration::from_secs(2));
+    let ps = Command::new("pgrep")
+        .args(["-f", &base.join("build").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
