@@ -188,11 +188,11 @@ impl Kbuild {
         let err_tail = Arc::clone(&tail);
         let err_thread = std::thread::spawn(move || {
             for line in BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
-                let _ = err_log
-                    .lock()
-                    .unwrap()
-                    .write_all(&line)
-                    .and_then(|_| err_log.lock().unwrap().write_all(b"\n"));
+                {
+                    let mut l = err_log.lock().unwrap();
+                    let _ = l.write_all(&line);
+                    let _ = l.write_all(b"\n");
+                }
                 let mut t = err_tail.lock().unwrap();
                 t.push(String::from_utf8_lossy(&line).to_string());
                 if t.len() > 40 {
