@@ -118,7 +118,11 @@ impl Reporter {
                         b.set_length(self.compiled);
                     }
                     b.set_position(self.compiled);
-                    b.set_message(name.to_string());
+                    if self.expected.is_some() {
+                        b.set_message(name.to_string());
+                    } else {
+                        b.set_message(format!("{} objects compiled, {name}", self.compiled));
+                    }
                 }
             }
             Mode::Plain => {
