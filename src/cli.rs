@@ -3,7 +3,7 @@
 use crate::data::DataDir;
 use crate::pipeline::{self, Options};
 use crate::progress::Reporter;
-use crate::{doctor, kbuild, target, toolchain};
+use crate::{cachecmd, doctor, kbuild, target, toolchain};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +32,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a compiler through the object cache, ccache-style: `pik cc aarch64-linux-gnu-gcc -c …`.
+    Cc {
+        /// The compiler (a name on PATH or a path).
+        compiler: std::ffi::OsString,
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Look after the object cache ($PIK_CACHE_DIR/objects).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCmd,
+    },
     /// Check every external tool a build needs; names the Debian package of each missing one.
     Doctor {
         /// Check for this target's toolchain.
@@ -47,6 +60,33 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCmd {
+    /// Hits, misses, uncacheable calls by reason, hit rate, size, time saved.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evict least recently used entries down to the size limit.
+    Gc {
+        /// Size limit (e.g. 2G); default $PIK_CACHE_MAX_SIZE, else 5G.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every entry, remove damaged ones; exit 1 if any were found.
+    Verify {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every entry and reset the counters.
+    Clear,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +146,9 @@ struct BuildArgs {
     /// Stop after Kconfig and its check; leave the .config in the build dir.
     #[arg(long)]
     config_only: bool,
+    /// Compile everything for real: no object cache (kbuild's command lines stay the same).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +193,7 @@ pub fn run() -> Result<ExitCode> {
             opt.out = b.out;
             opt.jobs = b.jobs;
             opt.config_only = b.config_only;
+            opt.no_cache = b.no_cache;
             kbuild::install_interrupt_handler();
             let mut rep = Reporter::new(json);
             pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
@@ -196,6 +240,22 @@ pub fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Cc { compiler, args } => {
+            let code = crate::wrapper::run_cc(&compiler, args);
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        Cmd::Cache { command } => match command {
+            CacheCmd::Stats { json } => cachecmd::stats(json).map(|_| ExitCode::SUCCESS),
+            CacheCmd::Gc { max_size, json } => {
+                cachecmd::gc(max_size.as_deref(), json).map(|_| ExitCode::SUCCESS)
+            }
+            CacheCmd::Verify { json } => Ok(if cachecmd::verify(json)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }),
+            CacheCmd::Clear => cachecmd::clear().map(|_| ExitCode::SUCCESS),
+        },
         Cmd::Doctor {
             target: t,
             toolchain: tc,

@@ -100,6 +100,10 @@ pub struct Kbuild {
     pub epoch: i64,
     /// The full log of every make run.
     pub log: PathBuf,
+    /// pik's masquerade dir (compiler-named links to pik), first on PATH; None = no cache.
+    pub masquerade: Option<PathBuf>,
+    /// Where wrapped compiles log their hits and misses for this build.
+    pub cache_log: Option<PathBuf>,
 }
 
 impl Kbuild {
@@ -121,11 +125,27 @@ impl Kbuild {
             .env("KBUILD_BUILD_USER", "pik")
             .env("KBUILD_BUILD_HOST", "pik")
             .env("KBUILD_BUILD_VERSION", "1");
+        // kbuild is always given a bare CROSS_COMPILE and finds the compiler on PATH, with or
+        // without the cache, so its recorded command lines do not depend on the cache.
+        let (prefix_dir, make_args) = self.toolchain.make_args();
+        let mut path: Vec<PathBuf> = Vec::new();
+        path.extend(self.masquerade.iter().cloned());
+        path.extend(prefix_dir);
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        if let Ok(p) = std::env::join_paths(path) {
+            cmd.env("PATH", p);
+        }
+        match &self.cache_log {
+            Some(l) => cmd.env(crate::wrapper::SESSION_LOG_ENV, l),
+            None => cmd.env_remove(crate::wrapper::SESSION_LOG_ENV),
+        };
         cmd.arg("-C")
             .arg(&self.tree)
             .arg(format!("O={}", self.build_dir.display()))
             .arg(format!("ARCH={}", self.arch))
-            .args(self.toolchain.make_args())
+            .args(make_args)
             .arg(format!("-j{}", self.jobs.max(1)))
             // Empty LOCALVERSION: no "+" suffix from scm state; the config's LOCALVERSION names it.
             .arg("LOCALVERSION=")

@@ -4,6 +4,7 @@
 //! One module per step of `pik build` (see `../shared/DESIGN.md`):
 //! target data → source → patches → Kconfig → kbuild → outputs + manifest.
 
+pub mod cachecmd;
 pub mod cli;
 pub mod data;
 pub mod doctor;
@@ -20,3 +21,4 @@ pub mod source;
 pub mod target;
 pub mod toolchain;
 pub mod workspace;
+pub mod wrapper;

@@ -87,6 +87,8 @@ pub struct Manifest {
     pub files: BTreeMap<String, OutputFile>,
     /// Objects compiled by this run.
     pub objects_compiled: u64,
+    /// Object cache hits and misses of this build (absent with `--no-cache`).
+    pub cache: Option<crate::wrapper::Summary>,
     /// The build dir used.
     pub build_dir: String,
     /// The full log.

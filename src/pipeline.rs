@@ -49,6 +49,8 @@ pub struct Options {
     pub patches_dir: Option<PathBuf>,
     /// Toolchain choice.
     pub toolchain: toolchain::Request,
+    /// `--no-cache`: compile everything, without the object cache.
+    pub no_cache: bool,
 }
 
 /// What the first steps produce, shared by `pik build` and `pik config`.
@@ -190,6 +192,16 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
             .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?,
         _ => kbuild::DEFAULT_EPOCH,
     };
+    let (masquerade, cache_log) = if opt.no_cache {
+        (None, None)
+    } else {
+        let cache_log = build_dir.join("pik-cache.log");
+        let _ = std::fs::remove_file(&cache_log);
+        (
+            Some(crate::wrapper::masquerade_dir(&[tc.cc_name()])?),
+            Some(cache_log),
+        )
+    };
     let kb = Kbuild {
         tree: workspace.tree.clone(),
         build_dir,
@@ -198,6 +210,8 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
         jobs,
         epoch,
         log,
+        masquerade,
+        cache_log,
     };
     Ok(Prepared {
         target,
@@ -319,6 +333,17 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         })
     })?;
     let compiled = rep.compiled_count();
+    let cache_summary = p
+        .kbuild
+        .cache_log
+        .as_ref()
+        .map(|l| crate::wrapper::Summary::read(l));
+    if cache_summary.is_some() {
+        // Keep the store within its size limit (least recently used first).
+        if let Err(e) = crate::cachecmd::gc_to_limit() {
+            rep.warn(&format!("object cache clean-up failed: {e:#}"));
+        }
+    }
     if fresh && compiled > 0 {
         let _ = std::fs::create_dir_all(stats.parent().unwrap());
         let _ = std::fs::write(&stats, compiled.to_string());
@@ -384,6 +409,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         tree_blake3,
         files,
         objects_compiled: compiled,
+        cache: cache_summary.clone(),
         build_dir: p.kbuild.build_dir.display().to_string(),
         log: p.kbuild.log.display().to_string(),
         timings_s: p.timings.clone(),
@@ -392,8 +418,18 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     pik_cache::atomic_write(&output::manifest_path(&out), &json)
         .with_context(|| format!("writing {}", output::manifest_path(&out).display()))?;
     drop(out_lock);
+    let cache_line = match &cache_summary {
+        Some(c) => format!(
+            "pik: cache   {} hits, {} misses ({:.1} % hit rate), {} uncacheable calls\n",
+            c.hits,
+            c.misses,
+            c.hit_rate * 100.0,
+            c.uncacheable.values().sum::<u64>()
+        ),
+        None => "pik: cache   off (--no-cache)\n".to_string(),
+    };
     let human = format!(
-        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\npik: output  {}\npik: manifest {}",
+        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\n{cache_line}pik: output  {}\npik: manifest {}",
         release,
         p.target.name,
         p.profile,

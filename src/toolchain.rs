@@ -35,16 +35,31 @@ pub struct Toolchain {
 }
 
 impl Toolchain {
-    /// Arguments for make that select this toolchain.
-    pub fn make_args(&self) -> Vec<String> {
+    /// Arguments for make that select this toolchain, and the directory to put on PATH for a
+    /// prefix given with a directory (kbuild then gets the bare prefix).
+    pub fn make_args(&self) -> (Option<PathBuf>, Vec<String>) {
         let mut v = Vec::new();
         if self.llvm {
             v.push("LLVM=1".to_string());
         }
-        if !self.cross_compile.is_empty() {
-            v.push(format!("CROSS_COMPILE={}", self.cross_compile));
+        let (dir, bare) = match self.cross_compile.rsplit_once('/') {
+            Some((d, b)) => (Some(PathBuf::from(if d.is_empty() { "/" } else { d })), b),
+            None => (None, self.cross_compile.as_str()),
+        };
+        if !bare.is_empty() {
+            v.push(format!("CROSS_COMPILE={bare}"));
         }
-        v
+        (dir, v)
+    }
+
+    /// The name kbuild calls the C compiler by (what a masquerade link must be named).
+    pub fn cc_name(&self) -> String {
+        if self.llvm {
+            "clang".into()
+        } else {
+            let bare = self.cross_compile.rsplit('/').next().unwrap_or_default();
+            format!("{bare}gcc")
+        }
     }
 }
 

@@ -240,7 +240,12 @@ fn bcm2712_mini_boots_under_qemu() {
 fn identical_inputs_in_other_dirs_give_identical_outputs() {
     let a = mini_build("bcm2712");
     // The same source, but as the user's extracted tree (another absolute path, a link-farm
-    // workspace at another path), another build dir and another output dir; nothing cached.
+    // workspace at another path), another build dir and another output dir; nothing cached:
+    // the shared build started from an empty object cache, this one runs without it.
+    assert_eq!(
+        a.manifest["cache"]["hits"], 0,
+        "the shared build compiled everything"
+    );
     let tree = user_tree();
     let before = fingerprint(&tree);
     let base = shared().join("repro");
@@ -256,6 +261,7 @@ fn identical_inputs_in_other_dirs_give_identical_outputs() {
                 "--profile",
                 "mini",
                 "-j2",
+                "--no-cache",
                 "--source",
             ])
             .arg(&tree)
@@ -265,6 +271,7 @@ fn identical_inputs_in_other_dirs_give_identical_outputs() {
             .arg(base.join("other-build-dir")),
     );
     let b = read_json(&base.join("second-result.json"));
+    assert!(b["cache"].is_null(), "--no-cache build used the cache");
     assert_eq!(
         b["objects_compiled"], a.manifest["objects_compiled"],
         "both builds compile everything"

@@ -1,11 +1,16 @@
-//! A content-addressed store: blobs named by the BLAKE3 hash of their bytes, kept zstd-compressed,
-//! plus action entries that map a caller-chosen key to a blob.
+//! A content-addressed store: blobs named by the BLAKE3 hash of their bytes, kept zstd-compressed;
+//! action entries that map a caller-chosen key to a blob; and keyed entries that carry a small
+//! payload inline (one file per lookup, for callers on a hot path such as a compiler wrapper).
 //!
 //! The store knows nothing of compilers or kernels. Its guarantees:
 //! - writes are atomic (a temp file in the same directory, then rename), so concurrent writers of the
 //!   same entry are safe and a reader never sees a half-written file;
 //! - every read is verified: a blob whose bytes do not hash to its name, or an action entry that fails
-//!   its own checksum, is reported as absent and removed, never returned.
+//!   its own checksum, is reported as absent and removed, never returned;
+//! - reads refresh the file's mtime, and [`Store::gc`] evicts least recently used files first.
+
+pub mod filehash;
+pub mod stats;
 
 use std::fmt;
 use std::fs;
@@ -14,9 +19,14 @@ use std::path::{Path, PathBuf};
 
 const BLOB_MAGIC: &[u8; 8] = b"PIKBLOB1";
 const ACTION_MAGIC: &[u8; 8] = b"PIKACT01";
+const ENTRY_MAGIC: &[u8; 8] = b"PIKENT01";
+/// Largest payload an entry may declare; anything bigger is a damaged header.
+const ENTRY_MAX: u64 = 1 << 32;
+/// The store's parts, each a directory of `xx/yyyy…` files.
+const KINDS: [&str; 3] = ["blobs", "actions", "entries"];
 
 /// A BLAKE3 digest: the name of a blob or the key of an action.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
@@ -60,8 +70,9 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        fs::create_dir_all(root.join("blobs"))?;
-        fs::create_dir_all(root.join("actions"))?;
+        for k in KINDS {
+            fs::create_dir_all(root.join(k))?;
+        }
         Ok(Store { root })
     }
 
@@ -78,6 +89,47 @@ impl Store {
     fn action_path(&self, key: &Digest) -> PathBuf {
         let hex = key.to_hex();
         self.root.join("actions").join(&hex[..2]).join(&hex[2..])
+    }
+
+    fn entry_path(&self, key: &Digest) -> PathBuf {
+        let hex = key.to_hex();
+        self.root.join("entries").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// The counters kept with this store.
+    pub fn stats(&self) -> stats::Stats {
+        stats::Stats::new(&self.root)
+    }
+
+    /// Stores `payload` under `key` (replacing any previous entry); returns the bytes written.
+    pub fn put_entry(&self, key: &Digest, payload: &[u8]) -> io::Result<u64> {
+        let mut body = Vec::with_capacity(payload.len() / 3 + 48);
+        body.extend_from_slice(ENTRY_MAGIC);
+        body.extend_from_slice(&Digest::of(payload).0);
+        body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        body.extend_from_slice(&zstd::bulk::compress(payload, 3)?);
+        atomic_write(&self.entry_path(key), &body)?;
+        Ok(body.len() as u64)
+    }
+
+    /// The payload stored under `key`, if present and intact (a damaged entry is removed).
+    pub fn get_entry(&self, key: &Digest) -> io::Result<Option<Vec<u8>>> {
+        let path = self.entry_path(key);
+        let raw = match fs::read(&path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match decode_entry(&raw) {
+            Some(p) => {
+                touch(&path);
+                Ok(Some(p))
+            }
+            None => {
+                let _ = fs::remove_file(&path);
+                Ok(None)
+            }
+        }
     }
 
     /// Stores `bytes` and returns their digest. Storing the same bytes twice is cheap and harmless.
@@ -109,6 +161,8 @@ impl Store {
             .filter(|bytes| Digest::of(bytes) == *d);
         if decoded.is_none() {
             let _ = fs::remove_file(&path);
+        } else {
+            touch(&path);
         }
         Ok(decoded)
     }
@@ -130,16 +184,202 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let ok = raw.len() == 72
-            && raw.starts_with(ACTION_MAGIC)
-            && Digest::of(&raw[..40]).0[..] == raw[40..];
-        if !ok {
+        if !decode_action(&raw) {
             let _ = fs::remove_file(&path);
             return Ok(None);
         }
         let mut v = [0u8; 32];
         v.copy_from_slice(&raw[8..40]);
         Ok(Some(Digest(v)))
+    }
+}
+
+fn decode_entry(raw: &[u8]) -> Option<Vec<u8>> {
+    let rest = raw.strip_prefix(ENTRY_MAGIC)?;
+    if rest.len() < 40 {
+        return None;
+    }
+    let sum = &rest[..32];
+    let len = u64::from_le_bytes(rest[32..40].try_into().ok()?);
+    if len > ENTRY_MAX {
+        return None;
+    }
+    let payload = zstd::bulk::decompress(&rest[40..], len as usize).ok()?;
+    (payload.len() as u64 == len && Digest::of(&payload).0[..] == *sum).then_some(payload)
+}
+
+fn decode_blob(raw: &[u8], name: &Digest) -> bool {
+    raw.strip_prefix(BLOB_MAGIC)
+        .and_then(|z| zstd::stream::decode_all(z).ok())
+        .is_some_and(|bytes| Digest::of(&bytes) == *name)
+}
+
+fn decode_action(raw: &[u8]) -> bool {
+    raw.len() == 72 && raw.starts_with(ACTION_MAGIC) && Digest::of(&raw[..40]).0[..] == raw[40..]
+}
+
+/// Marks a file as just used, for LRU eviction (best effort).
+fn touch(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path; a null `times` means "now".
+        unsafe {
+            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0);
+        }
+    }
+}
+
+/// What [`Store::usage`], [`Store::gc`] and [`Store::verify`] report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Files in the store.
+    pub files: u64,
+    /// Their apparent size in bytes.
+    pub bytes: u64,
+    /// Disk space they take (allocated blocks).
+    pub disk_bytes: u64,
+}
+
+/// The result of a garbage collection or a verification pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// The store before.
+    pub before: Usage,
+    /// The store after.
+    pub after: Usage,
+    /// Files removed (evicted, damaged, or stale temporaries).
+    pub removed: u64,
+}
+
+struct FileInfo {
+    path: PathBuf,
+    kind: &'static str,
+    name: String,
+    bytes: u64,
+    disk: u64,
+    mtime: std::time::SystemTime,
+}
+
+impl Store {
+    fn files(&self) -> Vec<FileInfo> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v = Vec::new();
+        for kind in KINDS {
+            let Ok(dirs) = fs::read_dir(self.root.join(kind)) else {
+                continue;
+            };
+            for d in dirs.flatten() {
+                let prefix = d.file_name().to_string_lossy().to_string();
+                let Ok(files) = fs::read_dir(d.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let Ok(md) = f.metadata() else { continue };
+                    v.push(FileInfo {
+                        path: f.path(),
+                        kind,
+                        name: format!("{prefix}{}", f.file_name().to_string_lossy()),
+                        bytes: md.len(),
+                        disk: md.blocks() * 512,
+                        mtime: md.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    /// How many files and bytes the store holds.
+    pub fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        for f in self.files() {
+            u.files += 1;
+            u.bytes += f.bytes;
+            u.disk_bytes += f.disk;
+        }
+        u
+    }
+
+    /// Evicts least recently used files until the store takes at most 90 % of `max_disk_bytes`
+    /// (only when it takes more than `max_disk_bytes`), and removes temporaries left by writers
+    /// that died more than an hour ago. Also compacts the counters.
+    pub fn gc(&self, max_disk_bytes: u64) -> io::Result<Sweep> {
+        let mut files = self.files();
+        let mut sweep = Sweep::default();
+        for f in &files {
+            sweep.before.files += 1;
+            sweep.before.bytes += f.bytes;
+            sweep.before.disk_bytes += f.disk;
+        }
+        sweep.after = sweep.before;
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let drop_file = |f: &FileInfo, sweep: &mut Sweep| {
+            if fs::remove_file(&f.path).is_ok() {
+                sweep.removed += 1;
+                sweep.after.files -= 1;
+                sweep.after.bytes -= f.bytes;
+                sweep.after.disk_bytes -= f.disk;
+            }
+        };
+        files.retain(|f| {
+            let stale_tmp = f.name[2..].starts_with(".tmp-") && f.mtime < hour_ago;
+            if stale_tmp {
+                drop_file(f, &mut sweep);
+            }
+            !stale_tmp
+        });
+        if sweep.after.disk_bytes > max_disk_bytes {
+            let goal = max_disk_bytes / 10 * 9;
+            files.sort_by_key(|f| f.mtime);
+            for f in &files {
+                if sweep.after.disk_bytes <= goal {
+                    break;
+                }
+                drop_file(f, &mut sweep);
+            }
+        }
+        self.stats().compact()?;
+        Ok(sweep)
+    }
+
+    /// Reads every file in the store and removes each one that fails its check.
+    pub fn verify(&self) -> io::Result<Sweep> {
+        let files = self.files();
+        let mut sweep = Sweep::default();
+        for f in &files {
+            sweep.before.files += 1;
+            sweep.before.bytes += f.bytes;
+            sweep.before.disk_bytes += f.disk;
+            let Ok(raw) = fs::read(&f.path) else { continue };
+            let ok = match f.kind {
+                "blobs" => Digest::from_hex(&f.name).is_some_and(|d| decode_blob(&raw, &d)),
+                "actions" => decode_action(&raw),
+                _ => decode_entry(&raw).is_some(),
+            };
+            if ok {
+                sweep.after.files += 1;
+                sweep.after.bytes += f.bytes;
+                sweep.after.disk_bytes += f.disk;
+            } else if !f.name[2..].starts_with(".tmp-") && fs::remove_file(&f.path).is_ok() {
+                sweep.removed += 1;
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Removes every blob, action and entry, and resets the counters.
+    pub fn clear(&self) -> io::Result<Usage> {
+        let before = self.usage();
+        for k in KINDS {
+            let dir = self.root.join(k);
+            match fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            fs::create_dir_all(&dir)?;
+        }
+        self.stats().reset()?;
+        Ok(before)
     }
 }
 
@@ -190,6 +430,82 @@ mod tests {
         let raw = fs::read(&p).unwrap();
         fs::write(&p, &raw[..raw.len() / 2]).unwrap();
         assert!(s.get_blob(&d).unwrap().is_none());
+    }
+
+    #[test]
+    fn entries_round_trip_and_damage_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let key = Digest::of(b"k");
+        let payload: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        s.put_entry(&key, &payload).unwrap();
+        assert_eq!(s.get_entry(&key).unwrap().unwrap(), payload);
+        let p = s.entry_path(&key);
+        let raw = fs::read(&p).unwrap();
+        for at in [3, 20, 45, raw.len() / 2, raw.len() - 1] {
+            let mut bad = raw.clone();
+            bad[at] ^= 0x10;
+            fs::write(&p, &bad).unwrap();
+            assert_eq!(s.get_entry(&key).unwrap(), None, "flip at {at}");
+            assert!(!p.exists());
+        }
+        fs::write(&p, &raw[..raw.len() - 7]).unwrap();
+        assert_eq!(s.get_entry(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn gc_evicts_least_recently_used_and_verify_removes_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let noise = |seed: u8| -> Vec<u8> {
+            let mut v = Vec::new();
+            let mut x = seed as u64 + 1;
+            for _ in 0..20_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                v.push((x >> 33) as u8);
+            }
+            v
+        };
+        let keys: Vec<Digest> = (0..6u8).map(|i| Digest::of(&[i])).collect();
+        for (i, k) in keys.iter().enumerate() {
+            s.put_entry(k, &noise(i as u8)).unwrap();
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600 - i as u64);
+            fs::File::options()
+                .write(true)
+                .open(s.entry_path(k))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        // Using the oldest makes it the newest.
+        assert!(s.get_entry(&keys[0]).unwrap().is_some());
+        let u = s.usage();
+        assert_eq!(u.files, 6);
+        let sweep = s.gc(u.disk_bytes / 2).unwrap();
+        assert!(sweep.after.disk_bytes <= u.disk_bytes / 2);
+        assert!(sweep.removed >= 3);
+        assert!(
+            s.get_entry(&keys[0]).unwrap().is_some(),
+            "recently used survives"
+        );
+        assert!(
+            s.get_entry(&keys[1]).unwrap().is_none(),
+            "least recently used goes first"
+        );
+        // Verify finds and removes a damaged file.
+        let p = s.entry_path(&keys[5]);
+        let mut raw = fs::read(&p).unwrap();
+        raw[60] ^= 1;
+        fs::write(&p, &raw).unwrap();
+        let v = s.verify().unwrap();
+        assert_eq!(v.removed, 1);
+        assert!(!p.exists());
+        s.clear().unwrap();
+        assert_eq!(s.usage().files, 0);
     }
 
     #[test]

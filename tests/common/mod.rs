@@ -131,8 +131,14 @@ pub struct Built {
     pub manifest: serde_json::Value,
 }
 
+/// The object store a shared build of `target` fills (cold: emptied before that build).
+pub fn objects_dir(target: &str) -> PathBuf {
+    shared().join(format!("objects-{target}"))
+}
+
 /// Builds (once per test run, behind a lock) the mini profile of `target` from the default
-/// source (Debian's tarball), without any cache.
+/// source (Debian's tarball), through the object cache starting empty, so every object is
+/// really compiled (and the cache is filled for the cache tests).
 pub fn mini_build(target: &str) -> Built {
     let _l = lock(&format!("build-{target}"));
     let base = shared().join(format!("build-{target}"));
@@ -141,9 +147,11 @@ pub fn mini_build(target: &str) -> Built {
     let done = base.join("done");
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&base);
+        let _ = std::fs::remove_dir_all(objects_dir(target));
         std::fs::create_dir_all(&base).unwrap();
         run_ok(
             pik()
+                .env("PIK_OBJECT_CACHE_DIR", objects_dir(target))
                 .args(["build", "--target", target, "--profile", "mini", "-j2"])
                 .arg("--out")
                 .arg(&out)

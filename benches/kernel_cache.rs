@@ -1,0 +1,396 @@
+//! The object cache against plain make and ccache (default and depend mode) on the mini kernel:
+//! cold builds with an empty cache, warm builds in a fresh build dir, the wrapper's own cost per
+//! hit, and the cache's size on disk. Contenders are alternated within each pair (the order
+//! rotates every pair) so machine noise spreads over all of them.
+//!
+//! Usage (release pik, real kernel, real ccache):
+//!   cargo build --release && cargo bench --bench kernel_cache
+//! Environment: PIK_BENCH_PAIRS (default 5), PIK_BENCH_TARGETS (default "Image modules dtbs"),
+//! PIK_BENCH_COLD=0 to skip cold builds, PIK_BENCH_DIR (default target/bench-kernel-cache),
+//! PIK_BENCH_HIT_CALLS (default 300). Results: a table on stdout and `results.json` in the dir.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn env_or(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_string())
+}
+
+fn sh(cmd: &mut Command) {
+    let st = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(st.success(), "{cmd:?} failed");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    Plain,
+    CcacheDefault,
+    CcacheDepend,
+    Pik,
+}
+
+impl Who {
+    fn name(self) -> &'static str {
+        match self {
+            Who::Plain => "plain make",
+            Who::CcacheDefault => "ccache (default mode)",
+            Who::CcacheDepend => "ccache (depend mode)",
+            Who::Pik => "pik",
+        }
+    }
+}
+
+struct Bench {
+    dir: PathBuf,
+    tree: PathBuf,
+    config: PathBuf,
+    targets: Vec<String>,
+    pik: PathBuf,
+}
+
+impl Bench {
+    fn masq(&self, who: Who) -> Option<PathBuf> {
+        let target = match who {
+            Who::Plain => return None,
+            Who::CcacheDefault | Who::CcacheDepend => PathBuf::from("/usr/bin/ccache"),
+            Who::Pik => self.pik.clone(),
+        };
+        let d = self.dir.join(format!("masq-{who:?}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let link = d.join("aarch64-linux-gnu-gcc");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, link).unwrap();
+        Some(d)
+    }
+
+    fn cache_dir(&self, who: Who) -> PathBuf {
+        self.dir.join(format!("cache-{who:?}"))
+    }
+
+    fn make(&self, who: Who, bdir: &Path, targets: &[String]) -> Command {
+        let mut c = Command::new("make");
+        c.arg("-C")
+            .arg(&self.tree)
+            .arg(format!("O={}", bdir.display()))
+            .args([
+                "ARCH=arm64",
+                "CROSS_COMPILE=aarch64-linux-gnu-",
+                "-j2",
+                "-s",
+            ])
+            .args([
+                "KBUILD_BUILD_TIMESTAMP=Tue Jan  1 00:00:00 UTC 1980",
+                "KBUILD_BUILD_USER=pik",
+                "KBUILD_BUILD_HOST=pik",
+                "LOCALVERSION=",
+            ])
+            .args(targets)
+            .env("LC_ALL", "C")
+            .env_remove("MAKEFLAGS")
+            .stdout(Stdio::null());
+        if let Some(m) = self.masq(who) {
+            let path = format!("{}:{}", m.display(), std::env::var("PATH").unwrap());
+            c.env("PATH", path);
+        }
+        let cache = self.cache_dir(who);
+        match who {
+            Who::CcacheDefault => {
+                c.env("CCACHE_DIR", &cache).env("CCACHE_NODEPEND", "1");
+            }
+            Who::CcacheDepend => {
+                c.env("CCACHE_DIR", &cache).env("CCACHE_DEPEND", "1");
+            }
+            Who::Pik => {
+                c.env("PIK_OBJECT_CACHE_DIR", &cache)
+                    .env("PIK_CACHE_DIR", self.dir.join("pik-state"));
+            }
+            Who::Plain => {}
+        }
+        c
+    }
+
+    /// A fresh configured build dir; returns the seconds `make <targets>` took in it.
+    fn build(&self, who: Who, name: &str) -> f64 {
+        let bdir = self.dir.join("builds").join(name);
+        let _ = std::fs::remove_dir_all(&bdir);
+        std::fs::create_dir_all(&bdir).unwrap();
+        std::fs::copy(&self.config, bdir.join(".config")).unwrap();
+        sh(&mut self.make(who, &bdir, &["olddefconfig".to_string()]));
+        let t = Instant::now();
+        sh(&mut self.make(who, &bdir, &self.targets));
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("  {:<24} {name:<28} {s:8.1} s", who.name());
+        s
+    }
+
+    fn empty_cache(&self, who: Who) {
+        let _ = std::fs::remove_dir_all(self.cache_dir(who));
+        std::fs::create_dir_all(self.cache_dir(who)).unwrap();
+        if who != Who::Plain && who != Who::Pik {
+            sh(Command::new("ccache")
+                .env("CCACHE_DIR", self.cache_dir(who))
+                .args(["--max-size", "10G"])
+                .stdout(Stdio::null()));
+        }
+    }
+}
+
+fn du(p: &Path, apparent: bool) -> u64 {
+    let mut c = Command::new("du");
+    c.arg("-s").arg("-B1");
+    if apparent {
+        c.arg("--apparent-size");
+    }
+    let o = c.arg(p).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    };
+    (med, s[0], s[s.len() - 1])
+}
+
+/// One cached compile command from the warm build dir's `.cmd` files, to time single hits.
+fn sample_compile(bdir: &Path) -> (String, PathBuf) {
+    let cmd = bdir.join("kernel/.fork.o.cmd");
+    let text = std::fs::read_to_string(&cmd).expect("kernel/.fork.o.cmd");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("savedcmd_kernel/fork.o := "))
+        .expect("savedcmd line")
+        .to_string();
+    (line, bdir.to_path_buf())
+}
+
+fn time_hits(b: &Bench, who: Who, bdir: &Path, line: &str, calls: usize) -> Vec<f64> {
+    let masq = b.masq(who);
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(line)
+            .current_dir(bdir)
+            .env("LC_ALL", "C")
+            .env("KBUILD_BUILD_TIMESTAMP", "Tue Jan  1 00:00:00 UTC 1980");
+        if let Some(m) = &masq {
+            c.env(
+                "PATH",
+                format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
+            );
+        }
+        match who {
+            Who::CcacheDepend => {
+                c.env("CCACHE_DIR", b.cache_dir(who))
+                    .env("CCACHE_DEPEND", "1");
+            }
+            Who::CcacheDefault => {
+                c.env("CCACHE_DIR", b.cache_dir(who));
+            }
+            Who::Pik => {
+                c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who));
+            }
+            Who::Plain => {}
+        }
+        let t = Instant::now();
+        sh(&mut c);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = PathBuf::from(env_or(
+        "PIK_BENCH_DIR",
+        &root.join("target/bench-kernel-cache").to_string_lossy(),
+    ));
+    let pairs: usize = env_or("PIK_BENCH_PAIRS", "5").parse().unwrap();
+    let cold = env_or("PIK_BENCH_COLD", "1") != "0";
+    let hit_calls: usize = env_or("PIK_BENCH_HIT_CALLS", "300").parse().unwrap();
+    let targets: Vec<String> = env_or("PIK_BENCH_TARGETS", "Image modules dtbs")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let pik = root.join("target/release/pik");
+    assert!(pik.is_file(), "build pik first: cargo build --release");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // The mini bcm2712 config and its workspace tree, made by pik itself (Kconfig only).
+    let cfg_dir = dir.join("config");
+    let out = Command::new(&pik)
+        .args([
+            "build",
+            "-t",
+            "bcm2712",
+            "--profile",
+            "mini",
+            "--config-only",
+            "--no-cache",
+        ])
+        .arg("--build-dir")
+        .arg(&cfg_dir)
+        .env("PIK_CACHE_DIR", dir.join("pik-state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mk = std::fs::read_to_string(cfg_dir.join("Makefile")).unwrap();
+    let tree = mk
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("include ")
+                .and_then(|p| p.strip_suffix("/Makefile"))
+        })
+        .map(PathBuf::from)
+        .expect("srctree in the build dir's Makefile");
+    let b = Bench {
+        dir: dir.clone(),
+        tree,
+        config: cfg_dir.join(".config"),
+        targets,
+        pik,
+    };
+    eprintln!(
+        "tree {} targets {:?}, {pairs} pairs",
+        b.tree.display(),
+        b.targets
+    );
+
+    let contenders = [Who::Plain, Who::CcacheDefault, Who::CcacheDepend, Who::Pik];
+    let mut cold_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut warm_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut sizes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for pair in 0..pairs {
+        eprintln!("pair {}/{pairs}", pair + 1);
+        let mut order = contenders.to_vec();
+        order.rotate_left(pair % contenders.len());
+        for who in order {
+            if cold || pair == 0 {
+                b.empty_cache(who);
+                let t = b.build(who, &format!("{who:?}-cold-{pair}"));
+                if cold {
+                    cold_t.entry(who.name()).or_default().push(t);
+                }
+                let c = b.cache_dir(who);
+                sizes.insert(who.name(), (du(&c, false), du(&c, true)));
+            }
+            if who != Who::Plain {
+                let t = b.build(who, &format!("{who:?}-warm-{pair}"));
+                warm_t.entry(who.name()).or_default().push(t);
+            }
+        }
+    }
+
+    // The cost of one hit, against ccache's, on a real kernel compile line: wall time of
+    // `sh -c <line>` (minus nothing: `sh -c :` is listed as the floor) and, repeatably, the
+    // instructions callgrind counts in the wrapper process.
+    let mut per_hit = BTreeMap::new();
+    let mut instructions = BTreeMap::new();
+    for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
+        let bdir = dir
+            .join("builds")
+            .join(format!("{who:?}-warm-{}", pairs - 1));
+        let (line, cwd) = sample_compile(&bdir);
+        let v = time_hits(&b, who, &cwd, &line, hit_calls);
+        per_hit.insert(who.name(), stats(&v));
+        let vg = format!("valgrind --tool=callgrind --callgrind-out-file=/dev/null {line}");
+        let o = {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(&vg).current_dir(&cwd).env("LC_ALL", "C");
+            let m = b.masq(who).unwrap();
+            c.env(
+                "PATH",
+                format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
+            );
+            match who {
+                Who::Pik => c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who)),
+                Who::CcacheDepend => c
+                    .env("CCACHE_DIR", b.cache_dir(who))
+                    .env("CCACHE_DEPEND", "1"),
+                _ => c.env("CCACHE_DIR", b.cache_dir(who)),
+            };
+            c.output()
+        };
+        if let Ok(o) = o {
+            let text = String::from_utf8_lossy(&o.stderr).to_string();
+            if let Some(n) = text.lines().find_map(|l| l.split("Collected : ").nth(1)) {
+                instructions.insert(who.name(), n.trim().to_string());
+            }
+        }
+    }
+    let floor = time_hits(&b, Who::Plain, &dir, ":", hit_calls);
+    per_hit.insert("floor: sh -c :", stats(&floor));
+
+    println!(
+        "\n## Object cache, mini bcm2712 (make -j2 {})\n",
+        b.targets.join(" ")
+    );
+    let plain = cold_t.get("plain make").map(|v| stats(v).0);
+    let ccache_warm = warm_t
+        .iter()
+        .filter(|(k, _)| k.starts_with("ccache"))
+        .map(|(_, v)| stats(v).0)
+        .fold(f64::INFINITY, f64::min);
+    println!("| contender | cold median (min–max) s | cold / plain | warm median (min–max) s | warm / best ccache warm | cache on disk (apparent) |");
+    println!("|---|---|---|---|---|---|");
+    for who in contenders {
+        let n = who.name();
+        let c = cold_t.get(n).map(|v| stats(v));
+        let w = warm_t.get(n).map(|v| stats(v));
+        let fmt = |s: Option<(f64, f64, f64)>| {
+            s.map(|(m, lo, hi)| format!("{m:.1} ({lo:.1}–{hi:.1})"))
+                .unwrap_or_else(|| "–".into())
+        };
+        let ratio_c = match (c, plain) {
+            (Some((m, _, _)), Some(p)) => format!("{:.3}", m / p),
+            _ => "–".into(),
+        };
+        let ratio_w = w
+            .map(|(m, _, _)| format!("{:.3}", m / ccache_warm))
+            .unwrap_or_else(|| "–".into());
+        let size = sizes
+            .get(n)
+            .filter(|_| who != Who::Plain)
+            .map(|(d, a)| format!("{:.1} MB ({:.1} MB)", *d as f64 / 1e6, *a as f64 / 1e6))
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "| {n} | {} | {ratio_c} | {} | {ratio_w} | {size} |",
+            fmt(c),
+            fmt(w)
+        );
+    }
+    println!("\n| one hit of kernel/fork.o ({hit_calls} calls, via sh -c) | median ms | min–max ms | instructions (callgrind) |");
+    println!("|---|---|---|---|");
+    for (n, (m, lo, hi)) in &per_hit {
+        let ir = instructions.get(n).cloned().unwrap_or_else(|| "–".into());
+        println!("| {n} | {m:.2} | {lo:.2}–{hi:.2} | {ir} |");
+    }
+    let json = serde_json::json!({
+        "targets": b.targets, "pairs": pairs,
+        "cold_s": cold_t, "warm_s": warm_t,
+        "cache_disk_bytes": sizes.iter().map(|(k, v)| (k.to_string(), v.0)).collect::<BTreeMap<_, _>>(),
+        "cache_apparent_bytes": sizes.iter().map(|(k, v)| (k.to_string(), v.1)).collect::<BTreeMap<_, _>>(),
+        "hit_ms_median_min_max": per_hit,
+        "hit_instructions": instructions,
+    });
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}

@@ -1,0 +1,151 @@
+//! `pik cache stats|gc|verify|clear`: looking after the object store.
+
+use crate::wrapper;
+use anyhow::{bail, Context, Result};
+use pik_cache::Store;
+
+/// Default size limit of the object store: 5 GiB, like ccache.
+pub const DEFAULT_MAX_SIZE: u64 = 5 << 30;
+
+/// Parses `500M`, `5G`, `5GiB`, `1.5G`, `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size (try 500M, 5G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        u => bail!("{s:?}: unknown size unit {u:?} (use K, M, G or T)"),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// The size limit: `--max-size`, else `$PIK_CACHE_MAX_SIZE`, else [`DEFAULT_MAX_SIZE`].
+pub fn max_size(flag: Option<&str>) -> Result<u64> {
+    match flag {
+        Some(s) => parse_size(s),
+        None => match std::env::var("PIK_CACHE_MAX_SIZE") {
+            Ok(s) if !s.is_empty() => parse_size(&s).context("in $PIK_CACHE_MAX_SIZE"),
+            _ => Ok(DEFAULT_MAX_SIZE),
+        },
+    }
+}
+
+fn open() -> Result<Store> {
+    let dir = wrapper::store_dir()?;
+    Store::open(&dir).with_context(|| format!("opening the object cache at {}", dir.display()))
+}
+
+/// Evicts least recently used entries when the store is over its limit.
+pub fn gc_to_limit() -> Result<pik_cache::Sweep> {
+    Ok(open()?.gc(max_size(None)?)?)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// `pik cache stats`.
+pub fn stats(json: bool) -> Result<()> {
+    let store = open()?;
+    let t = store.stats().totals();
+    let u = store.usage();
+    let limit = max_size(None)?;
+    if json {
+        let v = serde_json::json!({
+            "dir": store.root(),
+            "hits": t.hits, "misses": t.misses, "hit_rate": t.hit_rate(),
+            "uncacheable": t.uncacheable, "errors": t.errors,
+            "time_saved_s": t.saved_ms as f64 / 1000.0,
+            "miss_time_s": t.miss_ms as f64 / 1000.0,
+            "files": u.files, "bytes": u.bytes, "disk_bytes": u.disk_bytes, "max_size": limit,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("cache dir      {}", store.root().display());
+    println!("hits           {}", t.hits);
+    println!("misses         {}", t.misses);
+    println!("hit rate       {:.2} %", t.hit_rate() * 100.0);
+    println!("uncacheable    {}", t.uncacheable.values().sum::<u64>());
+    for (why, n) in &t.uncacheable {
+        println!("  {n:>10}  {}", why.replace('_', " "));
+    }
+    if !t.errors.is_empty() {
+        println!("errors         {}", t.errors.values().sum::<u64>());
+        for (why, n) in &t.errors {
+            println!("  {n:>10}  {}", why.replace('_', " "));
+        }
+    }
+    println!("time saved     {:.1} s", t.saved_ms as f64 / 1000.0);
+    println!(
+        "size           {} on disk ({} in {} files), limit {}",
+        mib(u.disk_bytes),
+        mib(u.bytes),
+        u.files,
+        mib(limit)
+    );
+    Ok(())
+}
+
+fn report_sweep(what: &str, s: &pik_cache::Sweep, json: bool) -> Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "removed": s.removed,
+            "before": {"files": s.before.files, "disk_bytes": s.before.disk_bytes},
+            "after": {"files": s.after.files, "disk_bytes": s.after.disk_bytes},
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "pik: {what}: removed {} files; {} → {} on disk",
+            s.removed,
+            mib(s.before.disk_bytes),
+            mib(s.after.disk_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// `pik cache gc [--max-size N]`.
+pub fn gc(max: Option<&str>, json: bool) -> Result<()> {
+    let s = open()?.gc(max_size(max)?)?;
+    report_sweep("gc", &s, json)
+}
+
+/// `pik cache verify`: exits nonzero when damaged entries were found (and removed).
+pub fn verify(json: bool) -> Result<bool> {
+    let s = open()?.verify()?;
+    report_sweep("verify", &s, json)?;
+    Ok(s.removed == 0)
+}
+
+/// `pik cache clear`.
+pub fn clear() -> Result<()> {
+    let u = open()?.clear()?;
+    println!("pik: cleared {} files ({})", u.files, mib(u.disk_bytes));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("5GiB").unwrap(), 5 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5Q").is_err());
+    }
+}

@@ -1,0 +1,456 @@
+//! Reading a compiler command line: is this one compile of one file to one object, where do its
+//! outputs go, and which absolute paths in it may be written independently of where the tree and
+//! the build dir are (so a cache key stays the same across directories).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// A compile pik can cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compile {
+    /// The source file, as written on the command line.
+    pub input: PathBuf,
+    /// The object (`-o`).
+    pub output: PathBuf,
+    /// The depfile the caller asked for (`-Wp,-MD,f`, `-MD -MF f`, `-MMD`), if any.
+    pub depfile: Option<PathBuf>,
+    /// Debug info is on (`-g…`, or `-Wa,-g`/`--gdwarf…` for assembler).
+    pub debug: bool,
+    /// Absolute prefixes the output does not depend on (remapped by the prefix maps in effect):
+    /// they are replaced by a placeholder in keys and stored text.
+    pub portable: Vec<Vec<u8>>,
+    /// Files named by flags whose content shapes the output (`-fplugin=`).
+    pub extra_inputs: Vec<PathBuf>,
+}
+
+/// What a command line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// One cacheable compile.
+    Compile(Compile),
+    /// Anything else; the reason is counted.
+    Uncacheable(&'static str),
+}
+
+/// Flags that take their value as the next argument.
+const WITH_VALUE: &[&str] = &[
+    "-o",
+    "-x",
+    "-I",
+    "-D",
+    "-U",
+    "-include",
+    "-imacros",
+    "-isystem",
+    "-idirafter",
+    "-iquote",
+    "-iprefix",
+    "-iwithprefix",
+    "-iwithprefixbefore",
+    "-isysroot",
+    "-imultiarch",
+    "-imultilib",
+    "-MF",
+    "-MT",
+    "-MQ",
+    "-Xassembler",
+    "-Xpreprocessor",
+    "--param",
+    "-target",
+    "--target",
+];
+
+/// Flag prefixes known not to add outputs or hidden inputs beyond what the key covers.
+const KNOWN_PREFIXES: &[&str] = &[
+    "-D",
+    "-U",
+    "-I",
+    "-W",
+    "-f",
+    "-m",
+    "-O",
+    "-g",
+    "-std=",
+    "-include",
+    "-imacros",
+    "-isystem",
+    "-idirafter",
+    "-iquote",
+    "-iprefix",
+    "-iwithprefix",
+    "-isysroot",
+    "-imultiarch",
+    "-imultilib",
+    "-nostdinc",
+    "-nostdlib",
+    "-nodefaultlibs",
+    "-nostartfiles",
+    "-pipe",
+    "-ansi",
+    "-pedantic",
+    "--param",
+    "--sysroot=",
+    "--target=",
+    "-target",
+    "-pthread",
+    "-static",
+    "-shared",
+    "-pie",
+    "-no-pie",
+    "-rdynamic",
+    "-w",
+    "-c",
+    "-o",
+    "-x",
+    "-MD",
+    "-MMD",
+    "-MF",
+    "-MT",
+    "-MQ",
+    "-MP",
+    "-Xassembler",
+    "-Xpreprocessor",
+    "-Qunused-arguments",
+];
+
+/// Flags that make a call uncacheable, with the reason counted (a trailing `*` matches a prefix).
+const REFUSED: &[(&str, &str)] = &[
+    ("-E", "preprocess only (-E)"),
+    ("-S", "assembly output (-S)"),
+    ("-M", "dependency output only (-M)"),
+    ("-MM", "dependency output only (-M)"),
+    ("-v", "information query"),
+    ("-###", "information query"),
+    ("--version", "information query"),
+    ("--help", "information query"),
+    ("-print-*", "information query"),
+    ("--print-*", "information query"),
+    ("-dump*", "information query"),
+    ("-save-temps*", "extra outputs (-save-temps)"),
+    ("-fprofile-*", "profiling (-fprofile-*)"),
+    ("-ftest-coverage", "coverage"),
+    ("--coverage", "coverage"),
+    ("-fdump-*", "extra outputs (-fdump-*)"),
+    ("-fstack-usage", "extra outputs (-fstack-usage)"),
+    ("-fcallgraph-info*", "extra outputs (-fcallgraph-info)"),
+    ("-gsplit-dwarf", "extra outputs (-gsplit-dwarf)"),
+    ("-specs=*", "specs file"),
+    ("-B*", "compiler prefix (-B)"),
+    ("-Xclang", "unknown flag"),
+    ("-Xlinker", "link flags"),
+    ("-wrapper", "compiler wrapper flag"),
+];
+
+fn s(a: &OsStr) -> &str {
+    a.to_str().unwrap_or("\u{fffd}")
+}
+
+fn refused(a: &str) -> Option<&'static str> {
+    REFUSED.iter().find_map(|(f, why)| {
+        let hit = match f.strip_suffix('*') {
+            Some(prefix) => a.starts_with(prefix),
+            None => a == *f,
+        };
+        hit.then_some(*why)
+    })
+}
+
+/// Classifies `args` (without argv[0]).
+pub fn classify(args: &[OsString]) -> Call {
+    let mut compile = false;
+    let mut output: Option<PathBuf> = None;
+    let mut inputs: Vec<PathBuf> = Vec::new();
+    let mut depfile: Option<PathBuf> = None;
+    let mut dep_requested = false;
+    let mut debug = false;
+    let mut record_switches = false;
+    let mut macro_maps: Vec<Vec<u8>> = Vec::new();
+    let mut debug_maps: Vec<Vec<u8>> = Vec::new();
+    let mut extra_inputs = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = s(&args[i]);
+        if a == "\u{fffd}" {
+            return Call::Uncacheable("non-UTF-8 argument");
+        }
+        if a.starts_with('@') {
+            return Call::Uncacheable("response file (@file)");
+        }
+        if a == "-" {
+            return Call::Uncacheable("input from stdin");
+        }
+        if !a.starts_with('-') {
+            if a == "/dev/null" {
+                return Call::Uncacheable("probe (/dev/null input)");
+            }
+            inputs.push(PathBuf::from(&args[i]));
+            i += 1;
+            continue;
+        }
+        if let Some(why) = refused(a) {
+            return Call::Uncacheable(why);
+        }
+        // Value of a two-argument flag, or the glued form (`-ofoo`, `-Ifoo`).
+        let takes_value = WITH_VALUE.contains(&a);
+        let value: Option<&OsStr> = if takes_value {
+            match args.get(i + 1) {
+                Some(v) => Some(v.as_os_str()),
+                None => return Call::Uncacheable("flag without its value"),
+            }
+        } else {
+            None
+        };
+        match a {
+            "-c" => compile = true,
+            "-o" => output = value.map(PathBuf::from),
+            "-MD" | "-MMD" => dep_requested = true,
+            "-MF" => depfile = value.map(PathBuf::from),
+            "-x" => {
+                let lang = s(value.unwrap());
+                if !matches!(
+                    lang,
+                    "c" | "assembler-with-cpp" | "assembler" | "none" | "c++"
+                ) {
+                    return Call::Uncacheable("unsupported language (-x)");
+                }
+            }
+            "-Xassembler" | "-Xpreprocessor" => {
+                return Call::Uncacheable("pass-through flags (-X)");
+            }
+            _ => {}
+        }
+        if !takes_value {
+            if let Some(o) = a.strip_prefix("-o") {
+                output = Some(PathBuf::from(o));
+            } else if let Some(list) = a.strip_prefix("-Wp,") {
+                let parts: Vec<&str> = list.split(',').collect();
+                if matches!(parts.first(), Some(&"-MD") | Some(&"-MMD")) && parts.len() == 2 {
+                    depfile = Some(PathBuf::from(parts[1]));
+                    dep_requested = true;
+                } else if parts
+                    .iter()
+                    .any(|p| p.starts_with("-M") || p.starts_with("-E"))
+                {
+                    return Call::Uncacheable("unsupported -Wp, flag");
+                }
+            } else if let Some(list) = a.strip_prefix("-Wa,") {
+                for p in list.split(',') {
+                    if p.starts_with("-a") || p.starts_with("--MD") || p == "-MD" {
+                        return Call::Uncacheable("assembler listing or depfile (-Wa,)");
+                    }
+                    if p == "-g" || p.starts_with("--gdwarf") || p.starts_with("-gdwarf") {
+                        debug = true;
+                    }
+                }
+            } else if a.starts_with("-g") {
+                debug |= a != "-g0";
+            } else if a == "-frecord-gcc-switches" {
+                record_switches = true;
+            } else if let Some(m) = a.strip_prefix("-fmacro-prefix-map=") {
+                macro_maps.push(map_old(m));
+            } else if let Some(m) = a.strip_prefix("-fdebug-prefix-map=") {
+                debug_maps.push(map_old(m));
+            } else if let Some(m) = a.strip_prefix("-ffile-prefix-map=") {
+                macro_maps.push(map_old(m));
+                debug_maps.push(map_old(m));
+            } else if let Some(p) = a.strip_prefix("-fplugin=") {
+                extra_inputs.push(PathBuf::from(p));
+            } else if !KNOWN_PREFIXES.iter().any(|k| a.starts_with(k)) {
+                return Call::Uncacheable("unknown flag");
+            }
+        }
+        i += if takes_value { 2 } else { 1 };
+    }
+    if !compile {
+        return Call::Uncacheable("not a compile (-c missing: link or query)");
+    }
+    let input = match inputs.len() {
+        0 => return Call::Uncacheable("no input file"),
+        1 => inputs.pop().unwrap(),
+        _ => return Call::Uncacheable("several input files"),
+    };
+    let Some(output) = output else {
+        return Call::Uncacheable("no -o output");
+    };
+    if output.as_os_str() == "/dev/null" {
+        return Call::Uncacheable("probe (output to /dev/null)");
+    }
+    if dep_requested && depfile.is_none() {
+        // gcc's rule: the -o name with its suffix replaced by .d.
+        depfile = Some(output.with_extension("d"));
+    }
+    // A prefix may be written portably only if every way it reaches the output is remapped:
+    // __FILE__ always (macro maps), and DWARF too when debug info is on (debug maps).
+    let portable = if record_switches {
+        Vec::new()
+    } else {
+        macro_maps
+            .iter()
+            .filter(|m| m.starts_with(b"/") && (!debug || debug_maps.contains(m)))
+            .cloned()
+            .collect()
+    };
+    Call::Compile(Compile {
+        input,
+        output,
+        depfile,
+        debug,
+        portable,
+        extra_inputs,
+    })
+}
+
+/// The `old` side of `old=new`, without a trailing slash.
+fn map_old(m: &str) -> Vec<u8> {
+    let old = m.rsplit_once('=').map(|(o, _)| o).unwrap_or(m);
+    let old = old.trim_end_matches('/');
+    old.as_bytes().to_vec()
+}
+
+/// Placeholder for the i-th portable prefix in keys and stored text.
+fn marker(i: usize) -> Vec<u8> {
+    format!("\u{1}PIK{i}\u{1}").into_bytes()
+}
+
+/// Replaces each portable prefix (at a path boundary) with its placeholder.
+pub fn normalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    for (i, p) in portable.iter().enumerate() {
+        if p.is_empty() {
+            continue;
+        }
+        out = replace_prefix(&out, p, &marker(i));
+    }
+    out
+}
+
+/// Puts this call's prefixes back in place of the placeholders.
+pub fn denormalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    for (i, p) in portable.iter().enumerate() {
+        out = replace_all(&out, &marker(i), p);
+    }
+    out
+}
+
+fn replace_prefix(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            let next = hay.get(i + needle.len()).copied();
+            // A path boundary after the prefix, so /src does not match /src2.
+            if matches!(
+                next,
+                None | Some(b'/') | Some(b'=') | Some(b':') | Some(b' ')
+            ) {
+                out.extend_from_slice(with);
+                i += needle.len();
+                continue;
+            }
+        }
+        out.push(hay[i]);
+        i += 1;
+    }
+    out
+}
+
+fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A path as bytes.
+pub fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// Bytes back to a path.
+pub fn path(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsString::from_vec(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<OsString> {
+        s.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn kbuild_compile_is_cacheable_and_portable() {
+        let c = classify(
+            &v("-Wp,-MMD,kernel/.fork.o.d -nostdinc -I/src/include -I./include -include /src/include/linux/kconfig.h -fmacro-prefix-map=/src/= -O2 -Wa,-march=armv8.5-a -DKBUILD_BASENAME=\"fork\" -c -o kernel/fork.o /src/kernel/fork.c")
+        );
+        let Call::Compile(c) = c else { panic!("{c:?}") };
+        assert_eq!(c.output, PathBuf::from("kernel/fork.o"));
+        assert_eq!(c.depfile, Some(PathBuf::from("kernel/.fork.o.d")));
+        assert_eq!(c.portable, vec![b"/src".to_vec()]);
+        assert!(!c.debug);
+        let n = normalize(b"-I/src/include /src2/x /src", &c.portable);
+        assert_eq!(
+            denormalize(&n, &[b"/other".to_vec()]),
+            b"-I/other/include /src2/x /other"
+        );
+    }
+
+    #[test]
+    fn debug_info_needs_debug_maps_to_be_portable() {
+        let Call::Compile(c) = classify(&v("-g -fmacro-prefix-map=/src/= -c -o a.o /src/a.c"))
+        else {
+            panic!()
+        };
+        assert!(c.debug && c.portable.is_empty());
+        let Call::Compile(c) = classify(&v("-g -ffile-prefix-map=/src=. -c -o a.o /src/a.c"))
+        else {
+            panic!()
+        };
+        assert_eq!(c.portable, vec![b"/src".to_vec()]);
+    }
+
+    #[test]
+    fn probes_and_queries_are_uncacheable() {
+        for (cmd, why) in [
+            ("-E -P -x c -", "preprocess only (-E)"),
+            (
+                "-Werror -c -x c /dev/null -o .tmp_1/tmp",
+                "probe (/dev/null input)",
+            ),
+            ("-c -x c a.c -o /dev/null", "probe (output to /dev/null)"),
+            ("--version", "information query"),
+            ("-print-file-name=include", "information query"),
+            (
+                "a.o b.o -o vmlinux",
+                "not a compile (-c missing: link or query)",
+            ),
+            ("-c a.c b.c", "several input files"),
+            (
+                "-c a.c -o a.o -fstack-usage",
+                "extra outputs (-fstack-usage)",
+            ),
+            ("-c a.c -o a.o --frobnicate", "unknown flag"),
+        ] {
+            assert_eq!(classify(&v(cmd)), Call::Uncacheable(why), "{cmd}");
+        }
+    }
+
+    #[test]
+    fn md_without_mf_uses_the_output_name() {
+        let Call::Compile(c) = classify(&v("-MD -c x/a.c -o x/a.o")) else {
+            panic!()
+        };
+        assert_eq!(c.depfile, Some(PathBuf::from("x/a.d")));
+    }
+}

@@ -1,0 +1,134 @@
+//! The real compiler behind the wrapper: found on PATH past pik's own masquerade links, and
+//! identified by content (the driver plus the cc1 and assembler it runs), memoized so the
+//! `-print-prog-name` queries run once per compiler install, not once per compile.
+
+use pik_cache::filehash::FileHashCache;
+use pik_cache::Digest;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Finds `name` as the build would, skipping any PATH entry where that name is pik itself
+/// (a masquerade link), so the wrapper never calls itself.
+pub fn resolve(name: &OsStr) -> io::Result<PathBuf> {
+    if name.as_bytes().contains(&b'/') {
+        let p = PathBuf::from(name);
+        return if is_self(&p) {
+            Err(io::Error::other(format!(
+                "{} is pik itself; name the real compiler",
+                p.display()
+            )))
+        } else {
+            Ok(p)
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join(name);
+        let Ok(md) = std::fs::metadata(&cand) else {
+            continue;
+        };
+        if md.is_file() && md.mode() & 0o111 != 0 && !is_self(&cand) {
+            // An absolute argv[0]: gcc finds cc1 relative to where it was run from.
+            return Ok(if cand.is_absolute() {
+                cand
+            } else {
+                std::env::current_dir()?.join(cand)
+            });
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "no {} on PATH besides pik's own link; install the compiler or fix PATH",
+            name.to_string_lossy()
+        ),
+    ))
+}
+
+fn is_self(p: &Path) -> bool {
+    match (std::fs::canonicalize(p), std::env::current_exe()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The content identity of the compiler at `driver`.
+pub fn identity(memo_dir: &Path, hashes: &FileHashCache, driver: &Path) -> io::Result<Digest> {
+    let md = std::fs::metadata(driver)?;
+    let stamp = format!(
+        "{} {} {}",
+        md.ino(),
+        md.size(),
+        md.mtime_nsec() + md.mtime() * 1_000_000_000
+    );
+    let memo = memo_dir.join(Digest::of(driver.as_os_str().as_bytes()).to_hex());
+    // The memo ends with a checksum line, so a damaged memo is redone rather than trusted.
+    let programs = match std::fs::read_to_string(&memo)
+        .ok()
+        .and_then(|t| check_memo(&t))
+    {
+        Some(lines) if lines.first() == Some(&stamp) => {
+            lines[1..].iter().map(PathBuf::from).collect()
+        }
+        _ => {
+            let progs = helper_programs(driver);
+            let mut text = stamp.clone();
+            for p in &progs {
+                text.push('\n');
+                text.push_str(&p.to_string_lossy());
+            }
+            let sum = Digest::of(text.as_bytes()).to_hex();
+            let _ = pik_cache::atomic_write(&memo, format!("{text}\n{sum}").as_bytes());
+            progs
+        }
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(b"pik-compiler-id-1\0");
+    h.update(&hashes.digest(driver)?.0);
+    for p in programs {
+        h.update(p.as_os_str().as_bytes());
+        h.update(b"\0");
+        // A helper that vanished (a package upgrade) changes the identity rather than failing.
+        if let Ok(d) = hashes.digest(&p) {
+            h.update(&d.0);
+        }
+    }
+    Ok(Digest(*h.finalize().as_bytes()))
+}
+
+/// The memo's lines without its checksum line, if the checksum holds.
+fn check_memo(text: &str) -> Option<Vec<String>> {
+    let (body, sum) = text.rsplit_once('\n')?;
+    (Digest::of(body.as_bytes()).to_hex() == sum).then(|| body.lines().map(String::from).collect())
+}
+
+/// The programs the driver runs for a compile (cc1, the assembler), as absolute paths.
+fn helper_programs(driver: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for prog in ["cc1", "as"] {
+        let Ok(o) = Command::new(driver)
+            .arg(format!("-print-prog-name={prog}"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let p = if text.contains('/') {
+            PathBuf::from(&text)
+        } else if let Ok(p) = resolve(OsStr::new(&text)) {
+            p
+        } else {
+            continue;
+        };
+        if let Ok(p) = std::fs::canonicalize(&p) {
+            out.push(p);
+        }
+    }
+    out
+}

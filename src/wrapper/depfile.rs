@@ -1,0 +1,83 @@
+//! Make-style dependency files as gcc writes them (`target: dep dep \\` continued lines, spaces
+//! escaped with a backslash): the list of files that shaped an object.
+
+use std::path::PathBuf;
+
+/// The prerequisites of the first rule in `text` (later rules, such as `-MP`'s phony targets,
+/// add nothing). Returns `None` when the text is not a depfile.
+pub fn prerequisites(text: &[u8]) -> Option<Vec<PathBuf>> {
+    // Join continuation lines, then take the first rule.
+    let mut joined = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'\\' && text.get(i + 1) == Some(&b'\n') {
+            joined.push(b' ');
+            i += 2;
+        } else {
+            joined.push(text[i]);
+            i += 1;
+        }
+    }
+    let first = joined.split(|&b| b == b'\n').find(|l| !l.is_empty())?;
+    let colon = find_rule_colon(first)?;
+    let mut deps = Vec::new();
+    let mut cur = Vec::new();
+    let mut k = colon + 1;
+    let rest = first;
+    while k < rest.len() {
+        let b = rest[k];
+        if b == b'\\' && matches!(rest.get(k + 1), Some(b' ') | Some(b'#') | Some(b'\\')) {
+            cur.push(rest[k + 1]);
+            k += 2;
+            continue;
+        }
+        if b == b'$' && rest.get(k + 1) == Some(&b'$') {
+            cur.push(b'$');
+            k += 2;
+            continue;
+        }
+        if b == b' ' || b == b'\t' {
+            if !cur.is_empty() {
+                deps.push(super::args::path(std::mem::take(&mut cur)));
+            }
+        } else {
+            cur.push(b);
+        }
+        k += 1;
+    }
+    if !cur.is_empty() {
+        deps.push(super::args::path(cur));
+    }
+    Some(deps)
+}
+
+/// The colon that ends the target list (a `:` followed by a space or the end of line; escaped
+/// spaces belong to the target).
+fn find_rule_colon(line: &[u8]) -> Option<usize> {
+    (0..line.len()).find(|&i| {
+        line[i] == b':'
+            && matches!(line.get(i + 1), None | Some(b' ') | Some(b'\t'))
+            && (i == 0 || line[i - 1] != b'\\')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_gcc_depfiles() {
+        let d = b"kernel/fork.o: /src/kernel/fork.c /src/include/linux/a.h \\\n  include/generated/b\\ c.h \\\n  x$$y.h\n\n/src/include/linux/a.h:\n";
+        let deps = prerequisites(d).unwrap();
+        assert_eq!(
+            deps,
+            vec![
+                PathBuf::from("/src/kernel/fork.c"),
+                PathBuf::from("/src/include/linux/a.h"),
+                PathBuf::from("include/generated/b c.h"),
+                PathBuf::from("x$y.h"),
+            ]
+        );
+        assert!(prerequisites(b"no rule here").is_none());
+    }
+}

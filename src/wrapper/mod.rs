@@ -1,0 +1,528 @@
+//! The compiler cache: pik standing in for the compiler (through a masquerade link named like it,
+//! or as `pik cc <compiler> <args…>`).
+//!
+//! A cacheable compile is looked up in two steps (ccache's "depend mode"): a first key from the
+//! compiler's identity, the normalized arguments, the input's content and the environment that
+//! changes output selects an entry; the entry's candidates each carry the depfile the compiler
+//! wrote on the miss, and a candidate is served only if every file it lists (plus `.incbin`
+//! files) still has the content it had. A miss runs the compiler once, with no extra
+//! preprocessor pass, and stores the object, depfile and diagnostics. Anything pik cannot cache
+//! runs the real compiler untouched. The cache never fails a build: any store error is counted
+//! and the compiler runs.
+
+pub mod args;
+pub mod compiler;
+pub mod depfile;
+mod record;
+
+use args::{Call, Compile};
+use pik_cache::filehash::FileHashCache;
+use pik_cache::stats::Event;
+use pik_cache::{Digest, Store};
+use record::{Candidate, Record};
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Environment variable naming a file that gets one line per wrapped call (`kind reason output`),
+/// so a build can report its own hits and misses.
+pub const SESSION_LOG_ENV: &str = "PIK_SESSION_LOG";
+/// Set to disable the cache for a wrapped call (the compiler runs untouched).
+pub const DISABLE_ENV: &str = "PIK_NO_CACHE";
+/// Candidates kept per entry (different header contents for the same source and flags).
+const MAX_CANDIDATES: usize = 4;
+/// Slots in the shared file-hash memo.
+const HASH_SLOTS: usize = 1 << 15;
+
+/// Environment variables whose values change what the compiler produces or prints.
+fn output_env(name: &[u8]) -> bool {
+    name.starts_with(b"KBUILD_")
+        || name.starts_with(b"LC_")
+        || matches!(
+            name,
+            b"SOURCE_DATE_EPOCH"
+                | b"LANG"
+                | b"LANGUAGE"
+                | b"CPATH"
+                | b"C_INCLUDE_PATH"
+                | b"CPLUS_INCLUDE_PATH"
+                | b"OBJC_INCLUDE_PATH"
+                | b"COMPILER_PATH"
+                | b"GCC_EXEC_PREFIX"
+                | b"DEPENDENCIES_OUTPUT"
+                | b"SUNPRO_DEPENDENCIES"
+                | b"GCC_COMPARE_DEBUG"
+                | b"CCC_OVERRIDE_OPTIONS"
+        )
+}
+
+/// Overrides where the object store lives.
+pub const STORE_ENV: &str = "PIK_OBJECT_CACHE_DIR";
+
+/// Where the object store lives: `$PIK_OBJECT_CACHE_DIR`, else `<cache dir>/objects`.
+pub fn store_dir() -> anyhow::Result<PathBuf> {
+    match std::env::var_os(STORE_ENV).filter(|v| !v.is_empty()) {
+        Some(d) => Ok(PathBuf::from(d)),
+        None => Ok(crate::paths::cache_dir()?.join("objects")),
+    }
+}
+
+/// Runs as the compiler named `name` (masquerade mode: pik was run through a link).
+pub fn run_masquerade(name: &OsStr, args: Vec<OsString>) -> i32 {
+    match compiler::resolve(name) {
+        Ok(real) => run(&real, args),
+        Err(e) => {
+            eprintln!("pik: {e}");
+            127
+        }
+    }
+}
+
+/// `pik cc <compiler> <args…>`.
+pub fn run_cc(compiler_name: &OsStr, args: Vec<OsString>) -> i32 {
+    run_masquerade(compiler_name, args)
+}
+
+fn run(real: &Path, args: Vec<OsString>) -> i32 {
+    let started = Instant::now();
+    if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        return exec(real, &args);
+    }
+    let call = args::classify(&args);
+    let Call::Compile(c) = call else {
+        let Call::Uncacheable(reason) = call else {
+            unreachable!()
+        };
+        let out = output_of(&args);
+        note(None, &Event::Uncacheable { reason }, "u", reason, &out);
+        return exec(real, &args);
+    };
+    let ctx = match Ctx::open(real) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            note(
+                None,
+                &Event::Error { reason: "store" },
+                "e",
+                &format!("store: {e}"),
+                &c.output,
+            );
+            return exec(real, &args);
+        }
+    };
+    match ctx.compile(&c, &args, started) {
+        Ok(code) => code,
+        Err(e) => {
+            note(
+                Some(&ctx.store),
+                &Event::Error { reason: "internal" },
+                "e",
+                &e.to_string(),
+                &c.output,
+            );
+            exec(real, &args)
+        }
+    }
+}
+
+/// The `-o` value, for logs of calls that are not cacheable.
+fn output_of(args: &[OsString]) -> PathBuf {
+    args.iter()
+        .position(|a| a == "-o")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Records an event in the store's counters and the session log (best effort).
+fn note(store: Option<&Store>, e: &Event, kind: &str, reason: &str, output: &Path) {
+    let stats = match store {
+        Some(s) => Some(s.stats()),
+        None => store_dir().ok().map(|d| pik_cache::stats::Stats::new(&d)),
+    };
+    if let Some(s) = stats {
+        let _ = s.record(e);
+    }
+    if let Some(log) = std::env::var_os(SESSION_LOG_ENV).filter(|v| !v.is_empty()) {
+        let reason = reason.replace(|c: char| c.is_whitespace(), "_");
+        let mut line = format!("{kind} {reason} ").into_bytes();
+        line.extend_from_slice(output.as_os_str().as_bytes());
+        line.push(b'\n');
+        let _ = pik_cache::stats::Stats::append(Path::new(&log), &String::from_utf8_lossy(&line));
+    }
+}
+
+/// Replaces this process with the real compiler (argv[0] absolute, see compiler::resolve).
+fn exec(real: &Path, args: &[OsString]) -> i32 {
+    let err = Command::new(real).args(args).exec();
+    eprintln!("pik: cannot run {}: {err}", real.display());
+    127
+}
+
+struct Ctx {
+    store: Store,
+    hashes: FileHashCache,
+    real: PathBuf,
+    compiler_id: Digest,
+}
+
+type Res<T> = std::io::Result<T>;
+
+impl Ctx {
+    fn open(real: &Path) -> Res<Ctx> {
+        let dir = store_dir().map_err(std::io::Error::other)?;
+        let store = Store::open(&dir)?;
+        let hashes = FileHashCache::open(&dir.join("filehash.v1"), HASH_SLOTS)?;
+        let memo = dir.join("compilers");
+        std::fs::create_dir_all(&memo)?;
+        let compiler_id = compiler::identity(&memo, &hashes, real)?;
+        Ok(Ctx {
+            store,
+            hashes,
+            real: real.to_path_buf(),
+            compiler_id,
+        })
+    }
+
+    /// The first-step key: everything known before the compiler runs.
+    fn key(&self, c: &Compile, argv: &[OsString]) -> Res<Digest> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"pik-cc-key-1\0");
+        h.update(&self.compiler_id.0);
+        if c.debug {
+            // DWARF records the compile directory unless a debug map covers it.
+            let cwd = std::env::current_dir()?;
+            h.update(&args::normalize(args::bytes(&cwd), &c.portable));
+        }
+        h.update(b"\0args\0");
+        for a in argv {
+            h.update(&args::normalize(a.as_bytes(), &c.portable));
+            h.update(b"\0");
+        }
+        h.update(b"\0input\0");
+        h.update(&self.hashes.digest(&c.input)?.0);
+        for p in &c.extra_inputs {
+            h.update(&self.hashes.digest(p)?.0);
+        }
+        h.update(b"\0env\0");
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| output_env(k.as_bytes()))
+            .collect();
+        env.sort();
+        for (k, v) in env {
+            h.update(k.as_bytes());
+            h.update(b"=");
+            h.update(&args::normalize(v.as_bytes(), &c.portable));
+            h.update(b"\0");
+        }
+        Ok(Digest(*h.finalize().as_bytes()))
+    }
+
+    /// The digest of the current content of `deps` (normalized paths).
+    fn deps_digest(&self, deps: &[Vec<u8>], portable: &[Vec<u8>]) -> Res<Digest> {
+        let mut h = blake3::Hasher::new();
+        for d in deps {
+            h.update(d);
+            h.update(b"\0");
+            let p = args::path(args::denormalize(d, portable));
+            h.update(&self.hashes.digest(&p)?.0);
+        }
+        Ok(Digest(*h.finalize().as_bytes()))
+    }
+
+    fn compile(&self, c: &Compile, argv: &[OsString], started: Instant) -> Res<i32> {
+        let key = self.key(c, argv)?;
+        let record = match self.store.get_entry(&key) {
+            Ok(Some(bytes)) => Record::decode(&bytes).unwrap_or_default(),
+            _ => Record::default(),
+        };
+        for cand in &record.candidates {
+            let Some(deps) = cand.deps() else { continue };
+            if self.deps_digest(&deps, &c.portable).ok() != Some(cand.deps_digest) {
+                continue;
+            }
+            if self.restore(c, cand).is_ok() {
+                let ms = started.elapsed().as_millis() as u64;
+                let saved = cand.compile_ms.saturating_sub(ms);
+                note(
+                    Some(&self.store),
+                    &Event::Hit { saved_ms: saved },
+                    "h",
+                    "-",
+                    &c.output,
+                );
+                return Ok(0);
+            }
+        }
+        self.miss(c, argv, key, record, started)
+    }
+
+    /// Writes a candidate's outputs for this call: object, depfile (with this call's paths),
+    /// then the diagnostics.
+    fn restore(&self, c: &Compile, cand: &Candidate) -> Res<()> {
+        write_file(&c.output, &cand.object)?;
+        if let Some(d) = &c.depfile {
+            write_file(d, &args::denormalize(&cand.depfile, &c.portable))?;
+        }
+        std::io::stdout().write_all(&args::denormalize(&cand.stdout, &c.portable))?;
+        std::io::stderr().write_all(&args::denormalize(&cand.stderr, &c.portable))?;
+        Ok(())
+    }
+
+    fn miss(
+        &self,
+        c: &Compile,
+        argv: &[OsString],
+        key: Digest,
+        mut record: Record,
+        started: Instant,
+    ) -> Res<i32> {
+        // Without a depfile of the caller's, ask for one of our own (it does not change the
+        // object) so the headers are known.
+        let own_dep = match &c.depfile {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix(".pik-dep-")
+                    .tempfile()?
+                    .into_temp_path(),
+            ),
+        };
+        let mut cmd = Command::new(&self.real);
+        cmd.args(argv);
+        if let Some(p) = &own_dep {
+            cmd.arg("-MD").arg("-MF").arg(p);
+        }
+        let run_start = Instant::now();
+        let (status, stdout, stderr) = run_captured(&mut cmd)?;
+        let compile_ms = run_start.elapsed().as_millis() as u64;
+        std::io::stdout().write_all(&stdout)?;
+        std::io::stderr().write_all(&stderr)?;
+        let code = status.code().unwrap_or(1);
+        if code != 0 {
+            // Failures are not cached; the next run shows the same errors from the compiler.
+            return Ok(code);
+        }
+        let stored = (|| -> Res<Option<&'static str>> {
+            let dep_path = c
+                .depfile
+                .clone()
+                .unwrap_or_else(|| own_dep.as_ref().unwrap().to_path_buf());
+            let dep_text = args::normalize(&std::fs::read(&dep_path)?, &c.portable);
+            let Some(deps) = depfile::prerequisites(&dep_text) else {
+                return Ok(Some("unreadable depfile"));
+            };
+            let deps: Vec<Vec<u8>> = deps.iter().map(|p| args::bytes(p).to_vec()).collect();
+            // Files the assembler pulls in with .incbin are not in the depfile: find them in the
+            // sources and headers that are.
+            let mut extra_deps = Vec::new();
+            for d in &deps {
+                let p = args::path(args::denormalize(d, &c.portable));
+                let (_, bytes) = self.hashes.read(&p)?;
+                let found = match incbin_files(&bytes) {
+                    Ok(found) => found,
+                    Err(why) => return Ok(Some(why)),
+                };
+                for f in found {
+                    if !f.exists() {
+                        return Ok(Some(".incbin file not found"));
+                    }
+                    extra_deps.push(args::normalize(args::bytes(&f), &c.portable));
+                }
+            }
+            let all: Vec<Vec<u8>> = deps.iter().chain(&extra_deps).cloned().collect();
+            let cand = Candidate {
+                deps_digest: self.deps_digest(&all, &c.portable)?,
+                compile_ms,
+                object: std::fs::read(&c.output)?,
+                depfile: dep_text,
+                extra_deps,
+                stdout: args::normalize(&stdout, &c.portable),
+                stderr: args::normalize(&stderr, &c.portable),
+            };
+            record
+                .candidates
+                .retain(|k| k.deps_digest != cand.deps_digest);
+            record.candidates.insert(0, cand);
+            record.candidates.truncate(MAX_CANDIDATES);
+            self.store.put_entry(&key, &record.encode())?;
+            Ok(None)
+        })();
+        let ms = started.elapsed().as_millis() as u64;
+        match stored {
+            Ok(None) => note(Some(&self.store), &Event::Miss { ms }, "m", "-", &c.output),
+            Ok(Some(why)) => note(
+                Some(&self.store),
+                &Event::Uncacheable { reason: why },
+                "u",
+                why,
+                &c.output,
+            ),
+            Err(e) => note(
+                Some(&self.store),
+                &Event::Error {
+                    reason: "store write",
+                },
+                "e",
+                &e.to_string(),
+                &c.output,
+            ),
+        }
+        Ok(0)
+    }
+}
+
+/// Runs `cmd` with stdout and stderr captured (stderr read on its own thread, so neither pipe
+/// can fill up and stall the compiler).
+fn run_captured(cmd: &mut Command) -> Res<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut err = child.stderr.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out)?;
+    let status = child.wait()?;
+    let err = t.join().unwrap_or_default();
+    Ok((status, out, err))
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename, so an interrupted hit never leaves
+/// a truncated object for make to trust.
+fn write_file(path: &Path, bytes: &[u8]) -> Res<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new().prefix(".pik-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The files named by `.incbin "file"` directives in a source or header (also as they appear
+/// inside C `asm()` strings, with escaped quotes). A directive whose operand is not a literal
+/// string cannot be followed, so the call is not cacheable.
+fn incbin_files(text: &[u8]) -> Result<Vec<PathBuf>, &'static str> {
+    const NEEDLE: &[u8] = b".incbin";
+    let mut found = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = find(&text[i..], NEEDLE) {
+        let mut k = i + pos + NEEDLE.len();
+        i = k;
+        while k < text.len() && (text[k] == b' ' || text[k] == b'\t') {
+            k += 1;
+        }
+        if text.get(k) == Some(&b'\\') {
+            k += 1;
+        }
+        if text.get(k) != Some(&b'"') {
+            return Err(".incbin of a computed name");
+        }
+        k += 1;
+        let start = k;
+        while k < text.len() && text[k] != b'"' && text[k] != b'\\' && text[k] != b'\n' {
+            k += 1;
+        }
+        found.push(args::path(text[start..k].to_vec()));
+    }
+    Ok(found)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_incbin_operands() {
+        let c = br#"asm("	.incbin \"kernel/config_data.gz\"	\n");"#;
+        assert_eq!(
+            incbin_files(c).unwrap(),
+            vec![PathBuf::from("kernel/config_data.gz")]
+        );
+        assert_eq!(
+            incbin_files(b"  .incbin \"arch/arm64/kernel/vdso/vdso.so\"\n").unwrap(),
+            vec![PathBuf::from("arch/arm64/kernel/vdso/vdso.so")]
+        );
+        assert!(incbin_files(b".incbin __stringify(INITRAMFS_IMAGE)").is_err());
+        assert!(incbin_files(b"no directives").unwrap().is_empty());
+    }
+}
+
+/// Makes (or reuses) the masquerade dir for a build: links named like each compiler in `names`,
+/// all pointing at this pik binary. Put first on PATH, they route kbuild's compiles through the
+/// cache while its recorded command lines stay exactly what they would be without pik.
+pub fn masquerade_dir(names: &[String]) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("locating the pik binary")?;
+    let dir = crate::paths::cache_dir()?
+        .join("masq")
+        .join(&Digest::of(args::bytes(&exe)).to_hex()[..16]);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for name in names {
+        let link = dir.join(name);
+        if std::fs::read_link(&link).ok().as_deref() == Some(exe.as_path()) {
+            continue;
+        }
+        // Made beside and renamed over, so concurrent builds never see a missing link.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&exe, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &link))
+            .with_context(|| format!("linking {} to pik", link.display()))?;
+    }
+    Ok(dir)
+}
+
+/// One build's cache outcome, from its session log.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    /// Compiles served from the cache.
+    pub hits: u64,
+    /// Compiles that ran and were stored.
+    pub misses: u64,
+    /// Calls that could not be cached, by reason.
+    pub uncacheable: std::collections::BTreeMap<String, u64>,
+    /// Cache failures (the compiler ran anyway).
+    pub errors: u64,
+    /// hits / (hits + misses).
+    pub hit_rate: f64,
+}
+
+impl Summary {
+    /// Reads a session log written through [`SESSION_LOG_ENV`].
+    pub fn read(log: &Path) -> Summary {
+        let mut s = Summary::default();
+        let text = std::fs::read(log).unwrap_or_default();
+        for line in text.split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let mut it = line.splitn(3, ' ');
+            match (it.next(), it.next()) {
+                (Some("h"), _) => s.hits += 1,
+                (Some("m"), _) => s.misses += 1,
+                (Some("e"), _) => s.errors += 1,
+                (Some("u"), Some(reason)) => {
+                    *s.uncacheable.entry(reason.to_string()).or_default() += 1
+                }
+                _ => {}
+            }
+        }
+        let n = s.hits + s.misses;
+        s.hit_rate = if n == 0 {
+            0.0
+        } else {
+            s.hits as f64 / n as f64
+        };
+        s
+    }
+}

@@ -1,0 +1,143 @@
+//! What the wrapper stores per first-step key: up to a few candidates, each the outputs of one
+//! compile plus what it depended on. A small length-prefixed binary format (the store adds the
+//! checksum and compression); anything that does not decode is treated as absent.
+
+use super::args;
+use super::depfile;
+use pik_cache::Digest;
+
+const MAGIC: &[u8; 8] = b"PIKCC001";
+
+/// One stored compile result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Digest of every dependency's normalized path and content when it was compiled.
+    pub deps_digest: Digest,
+    /// How long the real compile took.
+    pub compile_ms: u64,
+    /// The object file.
+    pub object: Vec<u8>,
+    /// The depfile, normalized (portable prefixes replaced by placeholders).
+    pub depfile: Vec<u8>,
+    /// Dependencies the depfile does not list (`.incbin` files), normalized.
+    pub extra_deps: Vec<Vec<u8>>,
+    /// The compiler's stdout, normalized.
+    pub stdout: Vec<u8>,
+    /// The compiler's stderr (warnings), normalized.
+    pub stderr: Vec<u8>,
+}
+
+impl Candidate {
+    /// Every dependency to check (normalized paths), in the order the digest covers them.
+    pub fn deps(&self) -> Option<Vec<Vec<u8>>> {
+        let mut v: Vec<Vec<u8>> = depfile::prerequisites(&self.depfile)?
+            .iter()
+            .map(|p| args::bytes(p).to_vec())
+            .collect();
+        v.extend(self.extra_deps.iter().cloned());
+        Some(v)
+    }
+}
+
+/// All candidates under one key, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// The candidates.
+    pub candidates: Vec<Candidate>,
+}
+
+fn put(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn u64(&mut self) -> Option<u64> {
+        let (h, t) = self.0.split_at_checked(8)?;
+        self.0 = t;
+        Some(u64::from_le_bytes(h.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        let (h, t) = self.0.split_at_checked(n)?;
+        self.0 = t;
+        Some(h)
+    }
+}
+
+impl Record {
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(self.candidates.len() as u64).to_le_bytes());
+        for c in &self.candidates {
+            put(&mut out, &c.deps_digest.0);
+            out.extend_from_slice(&c.compile_ms.to_le_bytes());
+            put(&mut out, &c.object);
+            put(&mut out, &c.depfile);
+            out.extend_from_slice(&(c.extra_deps.len() as u64).to_le_bytes());
+            for d in &c.extra_deps {
+                put(&mut out, d);
+            }
+            put(&mut out, &c.stdout);
+            put(&mut out, &c.stderr);
+        }
+        out
+    }
+
+    /// Parses the stored form; `None` if it is not one.
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let mut r = Reader(bytes.strip_prefix(MAGIC)?);
+        let n = r.u64()?;
+        let mut candidates = Vec::new();
+        for _ in 0..n.min(64) {
+            let deps_digest = Digest(r.bytes()?.try_into().ok()?);
+            let compile_ms = r.u64()?;
+            let object = r.bytes()?.to_vec();
+            let depfile = r.bytes()?.to_vec();
+            let ne = r.u64()?;
+            let mut extra_deps = Vec::new();
+            for _ in 0..ne.min(1 << 16) {
+                extra_deps.push(r.bytes()?.to_vec());
+            }
+            candidates.push(Candidate {
+                deps_digest,
+                compile_ms,
+                object,
+                depfile,
+                extra_deps,
+                stdout: r.bytes()?.to_vec(),
+                stderr: r.bytes()?.to_vec(),
+            });
+        }
+        r.0.is_empty().then_some(Record { candidates })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_truncation() {
+        let r = Record {
+            candidates: vec![Candidate {
+                deps_digest: Digest::of(b"d"),
+                compile_ms: 42,
+                object: vec![1, 2, 3],
+                depfile: b"a.o: a.c b.h\n".to_vec(),
+                extra_deps: vec![b"x.gz".to_vec()],
+                stdout: vec![],
+                stderr: b"warning\n".to_vec(),
+            }],
+        };
+        let e = r.encode();
+        assert_eq!(Record::decode(&e), Some(r.clone()));
+        assert_eq!(r.candidates[0].deps().unwrap().len(), 3);
+        for cut in [0, 5, 9, 20, e.len() - 1] {
+            assert!(Record::decode(&e[..cut]).is_none());
+        }
+    }
+}

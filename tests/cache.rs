@@ -1,0 +1,646 @@
+//! The object cache against the real kernel and the real cross compiler: hits across
+//! directories, exact misses on header and config changes, `.incbin`, debug-info paths, damaged
+//! stores, concurrent writers, and turning the cache off and on.
+//!
+//! Kernel-level cases use kbuild directory targets (`make O=… lib/`) on tinyconfig, through a
+//! masquerade link like the one `pik build` makes, so they take seconds to a minute each.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A private link farm of the user tree (the shared tree's files are never written through).
+fn farm(name: &str) -> PathBuf {
+    let src = user_tree();
+    let dst = shared().join("cache-tests").join(name).join("tree");
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    let st = Command::new("cp")
+        .arg("-al")
+        .arg(&src)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dst
+}
+
+/// Replaces a farm file with new content (a new inode: the shared tree stays untouched).
+fn rewrite(path: &Path, content: &[u8]) {
+    std::fs::remove_file(path).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+/// A dir whose `aarch64-linux-gnu-gcc` is pik (what `pik build` puts first on PATH).
+fn masquerade(base: &Path) -> PathBuf {
+    let d = base.join("masq");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::os::unix::fs::symlink(pik_bin(), d.join("aarch64-linux-gnu-gcc")).unwrap();
+    d
+}
+
+/// One kbuild run in `bdir` through pik with the object store `store`; events go to `log`.
+struct Kmake<'a> {
+    tree: &'a Path,
+    masq: &'a Path,
+    store: &'a Path,
+}
+
+impl Kmake<'_> {
+    fn cmd(&self, bdir: &Path, log: &Path, args: &[&str]) -> Command {
+        let path = format!(
+            "{}:{}",
+            self.masq.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = Command::new("make");
+        c.arg("-C")
+            .arg(self.tree)
+            .arg(format!("O={}", bdir.display()))
+            .args(["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "-j2"])
+            .args(["KBUILD_BUILD_TIMESTAMP=pik", "KBUILD_BUILD_USER=pik"])
+            .args(args)
+            .env("PATH", path)
+            .env("LC_ALL", "C")
+            .env("PIK_OBJECT_CACHE_DIR", self.store)
+            .env("PIK_CACHE_DIR", self.store.with_extension("state"))
+            .env("PIK_SESSION_LOG", log)
+            .env_remove("MAKEFLAGS")
+            .env_remove("PIK_NO_CACHE");
+        c
+    }
+
+    fn run(&self, bdir: &Path, log: &Path, args: &[&str]) -> Output {
+        let _ = std::fs::remove_file(log);
+        run_ok(&mut self.cmd(bdir, log, args))
+    }
+
+    /// tinyconfig in a fresh build dir.
+    fn configure(&self, bdir: &Path, log: &Path) {
+        let _ = std::fs::remove_dir_all(bdir);
+        std::fs::create_dir_all(bdir).unwrap();
+        self.run(bdir, log, &["tinyconfig"]);
+    }
+
+    /// A fresh build dir with the config of `like` (quicker than tinyconfig again).
+    fn configure_like(&self, bdir: &Path, like: &Path, log: &Path) {
+        let _ = std::fs::remove_dir_all(bdir);
+        std::fs::create_dir_all(bdir).unwrap();
+        std::fs::copy(like.join(".config"), bdir.join(".config")).unwrap();
+        self.run(bdir, log, &["olddefconfig"]);
+    }
+}
+
+/// The session log: output path → event kind (`h`, `m`, `u`, `e`), plus uncacheable reasons.
+fn events(log: &Path) -> (BTreeMap<String, String>, BTreeMap<String, u32>) {
+    let mut by_output = BTreeMap::new();
+    let mut reasons = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let mut it = line.splitn(3, ' ');
+        let (kind, reason, out) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        if kind == "u" {
+            *reasons.entry(reason.to_string()).or_default() += 1;
+        } else {
+            by_output.insert(out.to_string(), kind.to_string());
+        }
+    }
+    (by_output, reasons)
+}
+
+fn with_kind(ev: &BTreeMap<String, String>, kind: &str) -> BTreeSet<String> {
+    ev.iter()
+        .filter(|(_, k)| *k == kind)
+        .map(|(o, _)| o.clone())
+        .collect()
+}
+
+/// Every object under `dir`, relative path → bytes.
+fn objects(dir: &Path, suffix: &str) -> BTreeMap<String, Vec<u8>> {
+    files_with_suffix(dir, suffix)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/scripts/"))
+        .map(|p| {
+            (
+                p.strip_prefix(dir).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Objects whose kbuild dependency list (`.cmd`) names `header`: kbuild's own rebuild set.
+fn includers(bdir: &Path, header: &Path) -> BTreeSet<String> {
+    let needle = format!("{} ", header.display());
+    files_with_suffix(bdir, ".o.cmd")
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains(&needle))
+        .map(|p| {
+            let rel = p.strip_prefix(bdir).unwrap();
+            let name = rel.file_name().unwrap().to_string_lossy();
+            let obj = name.trim_start_matches('.').trim_end_matches(".cmd");
+            rel.with_file_name(obj).display().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn warm_build_in_other_dirs_hits_and_is_identical() {
+    let a = mini_build("bcm2712");
+    let cold = &a.manifest["cache"];
+    assert_eq!(cold["hits"], 0);
+    assert!(cold["misses"].as_u64().unwrap() > 500, "{cold}");
+    // The user's tree (another path) in another build dir, on the cache the shared build filled.
+    let tree = user_tree();
+    let base = shared().join("cache-warm");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let build = |extra: &[&str]| {
+        run_ok(
+            pik()
+                .env("PIK_OBJECT_CACHE_DIR", objects_dir("bcm2712"))
+                .args([
+                    "build",
+                    "-t",
+                    "bcm2712",
+                    "--profile",
+                    "mini",
+                    "-j2",
+                    "--source",
+                ])
+                .arg(&tree)
+                .arg("--out")
+                .arg(base.join("result"))
+                .arg("--build-dir")
+                .arg(base.join("build"))
+                .args(extra),
+        );
+        read_json(&base.join("result.json"))
+    };
+    let m = build(&[]);
+    let c = &m["cache"];
+    let (hits, misses) = (c["hits"].as_u64().unwrap(), c["misses"].as_u64().unwrap());
+    eprintln!(
+        "warm build: {hits} hits, {misses} misses, {}",
+        m["timings_s"]
+    );
+    assert!(
+        hits * 100 >= (hits + misses) * 99 && hits > 500,
+        "hit rate below 99 %: {c}"
+    );
+    // IKCONFIG: kernel/configs.c pulls the config in with .incbin and is still cached.
+    let (ev, _) = events(&base.join("build/pik-cache.log"));
+    assert_eq!(
+        ev.get("kernel/configs.o").map(String::as_str),
+        Some("h"),
+        "{ev:?}"
+    );
+    // Bit-identical results: Image, vmlinux, every module.
+    assert_eq!(m["files"], a.manifest["files"], "output trees differ");
+    assert_eq!(
+        std::fs::read(base.join("build/vmlinux")).unwrap(),
+        std::fs::read(a.build_dir.join("vmlinux")).unwrap(),
+        "vmlinux differs"
+    );
+    assert_eq!(
+        objects(&base.join("result"), ".ko"),
+        objects(&a.out, ".ko"),
+        "modules differ"
+    );
+
+    // The cache off, then on again, in the same build dir: nothing is rebuilt either time
+    // (kbuild's recorded command lines do not change with the cache).
+    for extra in [&["--no-cache"][..], &[][..]] {
+        let m = build(extra);
+        assert_eq!(m["objects_compiled"], 0, "rebuilt with {extra:?}");
+        assert_eq!(m["files"], a.manifest["files"]);
+    }
+}
+
+#[test]
+fn header_and_config_changes_miss_exactly_what_they_should() {
+    let tree = farm("changes");
+    let base = tree.parent().unwrap().to_path_buf();
+    let masq = masquerade(&base);
+    let store = base.join("objects");
+    let _ = std::fs::remove_dir_all(&store);
+    let k = Kmake {
+        tree: &tree,
+        masq: &masq,
+        store: &store,
+    };
+    let log = base.join("events.log");
+    let a = base.join("a");
+    k.configure(&a, &log);
+    k.run(&a, &log, &["lib/"]);
+    let (ev, reasons) = events(&log);
+    assert!(with_kind(&ev, "h").is_empty());
+    assert!(with_kind(&ev, "m").len() > 100, "{ev:?}");
+    eprintln!("uncacheable calls by reason: {reasons:?}");
+
+    // A header included by a handful of objects.
+    let mut counts: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for cmd in files_with_suffix(&a, ".o.cmd") {
+        for tok in std::fs::read_to_string(&cmd).unwrap().split_whitespace() {
+            if tok.starts_with(&*tree.join("include/linux").to_string_lossy())
+                && tok.ends_with(".h")
+            {
+                *counts.entry(PathBuf::from(tok)).or_default() += 1;
+            }
+        }
+    }
+    let header = counts
+        .iter()
+        .find(|(_, n)| (2..=6).contains(*n))
+        .map(|(h, _)| h.clone())
+        .expect("a header with 2-6 includers");
+    let expected = includers(&a, &header);
+    eprintln!("changing {} (included by {expected:?})", header.display());
+    let original = std::fs::read(&header).unwrap();
+    let mut changed = original.clone();
+    changed.extend_from_slice(b"\n/* changed by pik's cache test */\n");
+    rewrite(&header, &changed);
+
+    // kbuild rebuilds exactly the includers; every one of them misses.
+    k.run(&a, &log, &["lib/"]);
+    let (ev, _) = events(&log);
+    assert_eq!(
+        with_kind(&ev, "m"),
+        expected,
+        "misses after a content change"
+    );
+    assert!(with_kind(&ev, "h").is_empty(), "{ev:?}");
+
+    // Touching without changing: kbuild rebuilds them again, and every one hits.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let f = std::fs::File::options().write(true).open(&header).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    k.run(&a, &log, &["lib/"]);
+    let (ev, _) = events(&log);
+    assert_eq!(with_kind(&ev, "h"), expected, "hits after a touch");
+    assert!(with_kind(&ev, "m").is_empty(), "{ev:?}");
+
+    // A fresh build dir with the changed header: the includers miss (they were stored with the
+    // changed content just now, so: hit) — and with the original content back, they hit the
+    // first build's entries. Either way nothing but the includers can differ.
+    rewrite(&header, &original);
+    let b = base.join("b");
+    k.configure_like(&b, &a, &log);
+    k.run(&b, &log, &["lib/"]);
+    let (ev, _) = events(&log);
+    assert!(
+        with_kind(&ev, "m").is_empty(),
+        "fresh dir, known content: {ev:?}"
+    );
+    assert_eq!(
+        objects(&a.join("lib"), ".o").len(),
+        objects(&b.join("lib"), ".o").len()
+    );
+    let mut third = original.clone();
+    third.extend_from_slice(b"\n/* a third content */\n");
+    rewrite(&header, &third);
+    let c = base.join("c");
+    k.configure_like(&c, &a, &log);
+    k.run(&c, &log, &["lib/"]);
+    let (ev, _) = events(&log);
+    assert_eq!(
+        with_kind(&ev, "m"),
+        expected,
+        "fresh dir, new header content"
+    );
+    rewrite(&header, &original);
+
+    // A config change that rewrites autoconf.h: what kbuild rebuilds misses, and equals what
+    // the compiler makes without the cache.
+    let st = Command::new(tree.join("scripts/config"))
+        .arg("--file")
+        .arg(a.join(".config"))
+        .args(["-d", "CRC32_SLICEBY8", "-e", "CRC32_SARWATE"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    k.run(&a, &log, &["olddefconfig"]);
+    assert!(config_values(&a.join(".config")).contains_key("CRC32_SARWATE"));
+    k.run(&a, &log, &["lib/"]);
+    let (ev, _) = events(&log);
+    let rebuilt = with_kind(&ev, "m");
+    assert!(rebuilt.contains("lib/crc32.o"), "{ev:?}");
+    assert!(with_kind(&ev, "h").is_empty(), "{ev:?}");
+    let cached: BTreeMap<String, Vec<u8>> = rebuilt
+        .iter()
+        .map(|o| (o.clone(), std::fs::read(a.join(o)).unwrap()))
+        .collect();
+    for o in &rebuilt {
+        std::fs::remove_file(a.join(o)).unwrap();
+    }
+    let mut plain = k.cmd(&a, &log, &["lib/"]);
+    run_ok(plain.env("PIK_NO_CACHE", "1"));
+    for (o, bytes) in &cached {
+        assert_eq!(
+            &std::fs::read(a.join(o)).unwrap(),
+            bytes,
+            "{o} differs from an uncached build"
+        );
+    }
+}
+
+/// Flips bytes in and truncates files across the store, deterministically.
+fn damage(store: &Path, round: u64) -> usize {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ round;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut damaged = 0;
+    for e in walkdir::WalkDir::new(store).into_iter().flatten() {
+        if !e.file_type().is_file() || next() % 3 == 0 {
+            continue;
+        }
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if bytes.is_empty() {
+            continue;
+        }
+        if next() % 2 == 0 {
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] ^= 1 << (next() % 8);
+            }
+        } else {
+            bytes.truncate((next() as usize) % bytes.len());
+        }
+        std::fs::write(e.path(), &bytes).unwrap();
+        damaged += 1;
+    }
+    damaged
+}
+
+#[test]
+fn damaged_cache_never_changes_outputs_cmd_files_or_warnings() {
+    let tree = farm("damage");
+    let base = tree.parent().unwrap().to_path_buf();
+    // One source with a warning, so replayed diagnostics are checked too.
+    let ctype = tree.join("lib/ctype.c");
+    let mut src = std::fs::read(&ctype).unwrap();
+    src.extend_from_slice(b"\n#warning \"pik replays this warning\"\n");
+    rewrite(&ctype, &src);
+    let masq = masquerade(&base);
+    let store = base.join("objects");
+    let _ = std::fs::remove_dir_all(&store);
+    let k = Kmake {
+        tree: &tree,
+        masq: &masq,
+        store: &store,
+    };
+    let log = base.join("events.log");
+    let target = ["lib/math/", "kernel/time/", "lib/ctype.o"];
+    let reference = base.join("ref");
+    k.configure(&reference, &log);
+    let first = k.run(&reference, &log, &target);
+    let warning = |o: &Output| {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.contains("warning:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warning(&first).len(), 1, "{:?}", warning(&first));
+    let want_o = objects(&reference, ".o");
+    let want_cmd = objects(&reference, ".o.cmd");
+    assert!(want_o.len() > 10);
+    for round in 0..3 {
+        let n = damage(&store, round);
+        assert!(n > 0);
+        let dir = base.join(format!("after-damage-{round}"));
+        k.configure_like(&dir, &reference, &log);
+        let out = k.run(&dir, &log, &target);
+        assert_eq!(
+            warning(&out),
+            warning(&first),
+            "round {round}: warnings differ"
+        );
+        assert_eq!(objects(&dir, ".o"), want_o, "round {round}: objects differ");
+        assert_eq!(
+            objects(&dir, ".o.cmd"),
+            want_cmd,
+            "round {round}: .cmd files differ"
+        );
+    }
+    // The damage was noticed and repaired, not served: a last clean round hits fully.
+    let dir = base.join("after-repair");
+    k.configure_like(&dir, &reference, &log);
+    k.run(&dir, &log, &target);
+    let (ev, _) = events(&log);
+    assert!(with_kind(&ev, "m").is_empty(), "{ev:?}");
+    assert_eq!(objects(&dir, ".o"), want_o);
+}
+
+#[test]
+fn two_builds_at_once_on_one_empty_cache() {
+    let tree = farm("concurrent");
+    let base = tree.parent().unwrap().to_path_buf();
+    let masq = masquerade(&base);
+    let store = base.join("objects");
+    let _ = std::fs::remove_dir_all(&store);
+    let k = Kmake {
+        tree: &tree,
+        masq: &masq,
+        store: &store,
+    };
+    let target = ["lib/math/", "kernel/time/"];
+    let dirs = [base.join("one"), base.join("two")];
+    k.configure(&dirs[0], &base.join("cfg0.log"));
+    k.configure_like(&dirs[1], &dirs[0], &base.join("cfg1.log"));
+    let mut children: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            k.cmd(d, &base.join(format!("run{i}.log")), &target)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in &mut children {
+        assert!(c.wait().unwrap().success());
+    }
+    let a = objects(&dirs[0], ".o");
+    assert!(a.len() > 12, "{:?}", a.keys());
+    assert_eq!(a, objects(&dirs[1], ".o"), "concurrent builds differ");
+    // And the store they wrote together serves a third build completely and correctly.
+    let third = base.join("three");
+    let log = base.join("run3.log");
+    k.configure_like(&third, &dirs[0], &log);
+    k.run(&third, &log, &target);
+    let (ev, _) = events(&log);
+    assert!(with_kind(&ev, "m").is_empty(), "{ev:?}");
+    assert_eq!(objects(&third, ".o"), a);
+    let v = run(Command::new(pik_bin())
+        .env("PIK_OBJECT_CACHE_DIR", &store)
+        .args(["cache", "verify"]));
+    assert!(v.status.success(), "the store has damaged entries");
+}
+
+/// `pik cc` with a private store, in `dir`.
+fn cc(dir: &Path, store: &Path, args: &[&str]) -> Output {
+    run(Command::new(pik_bin())
+        .current_dir(dir)
+        .env("PIK_OBJECT_CACHE_DIR", store)
+        .env("PIK_SESSION_LOG", store.with_extension("log"))
+        .arg("cc")
+        .arg("aarch64-linux-gnu-gcc")
+        .args(args))
+}
+
+fn last_event(store: &Path) -> String {
+    let text = std::fs::read_to_string(store.with_extension("log")).unwrap();
+    text.lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn incbin_files_are_part_of_the_key() {
+    let base = tempfile::tempdir().unwrap();
+    let store = base.path().join("objects");
+    let d = base.path();
+    std::fs::write(
+        d.join("blob.c"),
+        "asm(\".section .rodata\\n\\t.incbin \\\"data.bin\\\"\\n\");\nint x;\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("data.bin"), b"first contents").unwrap();
+    let args = ["-O2", "-c", "blob.c", "-o", "blob.o"];
+    assert!(cc(d, &store, &args).status.success());
+    assert_eq!(last_event(&store), "m");
+    let first = std::fs::read(d.join("blob.o")).unwrap();
+    assert!(contains(&first, b"first contents"));
+    assert!(cc(d, &store, &args).status.success());
+    assert_eq!(last_event(&store), "h");
+    // Only the included file changes: a miss, and the object has the new bytes.
+    std::fs::write(d.join("data.bin"), b"other contents").unwrap();
+    assert!(cc(d, &store, &args).status.success());
+    assert_eq!(last_event(&store), "m");
+    let second = std::fs::read(d.join("blob.o")).unwrap();
+    assert!(contains(&second, b"other contents"));
+    // Back to the first content: served from the first entry, byte for byte.
+    std::fs::write(d.join("data.bin"), b"first contents").unwrap();
+    assert!(cc(d, &store, &args).status.success());
+    assert_eq!(last_event(&store), "h");
+    assert_eq!(std::fs::read(d.join("blob.o")).unwrap(), first);
+}
+
+#[test]
+fn debug_objects_never_name_another_directory() {
+    let base = tempfile::tempdir().unwrap();
+    let store = base.path().join("objects");
+    let src = "int answer(int x) { return x * 42; }\n";
+    let mut objs = Vec::new();
+    for name in ["first-dir", "second-dir"] {
+        let d = base.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.c"), src).unwrap();
+        assert!(cc(&d, &store, &["-g", "-O2", "-c", "a.c", "-o", "a.o"])
+            .status
+            .success());
+        assert_eq!(
+            last_event(&store),
+            "m",
+            "{name}: -g object from another dir served"
+        );
+        let o = std::fs::read(d.join("a.o")).unwrap();
+        assert!(
+            contains(&o, name.as_bytes()),
+            "{name}: DWARF does not name its dir"
+        );
+        objs.push(o);
+    }
+    assert!(!contains(&objs[1], b"first-dir"));
+    // Again in the first dir: a hit, naming the first dir.
+    let d = base.path().join("first-dir");
+    assert!(cc(&d, &store, &["-g", "-O2", "-c", "a.c", "-o", "a.o"])
+        .status
+        .success());
+    assert_eq!(last_event(&store), "h");
+    assert_eq!(std::fs::read(d.join("a.o")).unwrap(), objs[0]);
+    // With the directory remapped for debug info, other directories may share the entry.
+    for name in ["first-dir", "second-dir"] {
+        let d = base.path().join(name);
+        let map = format!("-ffile-prefix-map={}=.", d.display());
+        assert!(cc(&d, &store, &["-g", &map, "-c", "a.c", "-o", "m.o"])
+            .status
+            .success());
+    }
+    assert_eq!(last_event(&store), "h");
+    let m = std::fs::read(base.path().join("second-dir/m.o")).unwrap();
+    assert!(!contains(&m, b"first-dir") && !contains(&m, b"second-dir"));
+}
+
+#[test]
+fn cache_commands_report_and_maintain_the_store() {
+    let base = tempfile::tempdir().unwrap();
+    let store = base.path().join("objects");
+    let d = base.path();
+    std::fs::write(d.join("w.c"), "int f(int a) { int unused; return a; }\n").unwrap();
+    let args = ["-Wall", "-c", "w.c", "-o", "w.o"];
+    let first = cc(d, &store, &args);
+    let again = cc(d, &store, &args);
+    assert_eq!(last_event(&store), "h");
+    assert_eq!(first.stderr, again.stderr, "warnings are replayed");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("unused"));
+    assert!(cc(d, &store, &["-E", "w.c"]).status.success());
+    assert!(cc(d, &store, &["-c", "-x", "c", "/dev/null", "-o", "p.o"])
+        .status
+        .success());
+    let pik_cache = |args: &[&str]| {
+        run(Command::new(pik_bin())
+            .env("PIK_OBJECT_CACHE_DIR", &store)
+            .arg("cache")
+            .args(args))
+    };
+    let s = pik_cache(&["stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(
+        (v["hits"].as_u64(), v["misses"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["uncacheable"]["preprocess_only_(-E)"], 1, "{v}");
+    assert_eq!(v["uncacheable"]["probe_(/dev/null_input)"], 1, "{v}");
+    assert!(v["disk_bytes"].as_u64().unwrap() > 0);
+    assert!(pik_cache(&["stats"]).status.success());
+    // verify: clean, then a damaged entry is found, removed, and reported with exit 1.
+    assert!(pik_cache(&["verify"]).status.success());
+    let entry = files_with_suffix(&store.join("entries"), "")
+        .into_iter()
+        .next()
+        .unwrap();
+    let mut raw = std::fs::read(&entry).unwrap();
+    let at = raw.len() / 2;
+    raw[at] ^= 0xff;
+    std::fs::write(&entry, &raw).unwrap();
+    assert!(!pik_cache(&["verify"]).status.success());
+    assert!(!entry.exists());
+    // gc to a tiny limit evicts; clear empties.
+    cc(d, &store, &args);
+    let g = pik_cache(&["gc", "--max-size", "1", "--json"]);
+    let g: serde_json::Value = serde_json::from_slice(&g.stdout).unwrap();
+    assert!(g["removed"].as_u64().unwrap() >= 1, "{g}");
+    assert!(pik_cache(&["clear"]).status.success());
+    let s = pik_cache(&["stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(v["files"], 0);
+    assert_eq!(v["hits"], 0);
+    let bad = pik_cache(&["gc", "--max-size", "lots"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a size"));
+}
