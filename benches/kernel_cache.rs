@@ -5,8 +5,9 @@
 //!
 //! Usage (release pik, real kernel, real ccache):
 //!   cargo build --release && cargo bench --bench kernel_cache
-//! Environment: PIK_BENCH_PAIRS (default 5), PIK_BENCH_TARGETS (default "Image modules dtbs"),
-//! PIK_BENCH_COLD=0 to skip cold builds, PIK_BENCH_DIR (default target/bench-kernel-cache),
+//! Environment: PIK_BENCH_PAIRS (default 5), PIK_BENCH_COLD_PAIRS (pairs that also time cold
+//! builds; default all; the first pair always fills the caches), PIK_BENCH_TARGETS (default
+//! "Image modules dtbs"), PIK_BENCH_DIR (default target/bench-kernel-cache),
 //! PIK_BENCH_HIT_CALLS (default 300). Results: a table on stdout and `results.json` in the dir.
 
 use std::collections::BTreeMap;
@@ -217,7 +218,9 @@ fn main() {
         &root.join("target/bench-kernel-cache").to_string_lossy(),
     ));
     let pairs: usize = env_or("PIK_BENCH_PAIRS", "5").parse().unwrap();
-    let cold = env_or("PIK_BENCH_COLD", "1") != "0";
+    let cold_pairs: usize = env_or("PIK_BENCH_COLD_PAIRS", &pairs.to_string())
+        .parse()
+        .unwrap();
     let hit_calls: usize = env_or("PIK_BENCH_HIT_CALLS", "300").parse().unwrap();
     let targets: Vec<String> = env_or("PIK_BENCH_TARGETS", "Image modules dtbs")
         .split_whitespace()
@@ -280,10 +283,10 @@ fn main() {
         let mut order = contenders.to_vec();
         order.rotate_left(pair % contenders.len());
         for who in order {
-            if cold || pair == 0 {
+            if pair < cold_pairs.max(1) {
                 b.empty_cache(who);
                 let t = b.build(who, &format!("{who:?}-cold-{pair}"));
-                if cold {
+                if pair < cold_pairs {
                     cold_t.entry(who.name()).or_default().push(t);
                 }
                 let c = b.cache_dir(who);

@@ -40,6 +40,19 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Write what the Pi firmware reads from the boot partition, from a pik output tree.
+    Firmware {
+        /// The output tree of a `pik build` (its manifest <OUT>.json beside it says the target).
+        #[arg(long = "from", value_name = "OUT")]
+        from: PathBuf,
+        /// Where to write the boot-partition files.
+        dir: PathBuf,
+    },
+    /// Nix archives: the narHash, narSize and store path Nix gives a tree, or the NAR itself.
+    Nar {
+        #[command(subcommand)]
+        command: NarCmd,
+    },
     /// Look after the object cache ($PIK_CACHE_DIR/objects).
     Cache {
         #[command(subcommand)]
@@ -59,6 +72,29 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NarCmd {
+    /// Print narHash (sha256 as nix32 and SRI), narSize and the store path `nix-store --add` gives.
+    Hash {
+        /// The tree (or file).
+        path: PathBuf,
+        /// Store path name (default: the last component of PATH, as nix-store --add uses).
+        #[arg(long)]
+        name: Option<String>,
+        /// Store directory.
+        #[arg(long, default_value = crate::nar::DEFAULT_STORE_DIR)]
+        store_dir: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the NAR of PATH to stdout, byte for byte as `nix-store --dump`.
+    Dump {
+        /// The tree (or file).
+        path: PathBuf,
     },
 }
 
@@ -149,6 +185,12 @@ struct BuildArgs {
     /// Compile everything for real: no object cache (kbuild's command lines stay the same).
     #[arg(long)]
     no_cache: bool,
+    /// Don't look the build up in the whole-build memo (still stores the result).
+    #[arg(long)]
+    no_memo: bool,
+    /// Also write the firmware view (image, DTBs, overlays, config.txt, cmdline.txt) to DIR.
+    #[arg(long, value_name = "DIR")]
+    firmware_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +236,8 @@ pub fn run() -> Result<ExitCode> {
             opt.jobs = b.jobs;
             opt.config_only = b.config_only;
             opt.no_cache = b.no_cache;
+            opt.firmware_dir = b.firmware_dir;
+            opt.no_memo = b.no_memo;
             kbuild::install_interrupt_handler();
             let mut rep = Reporter::new(json);
             pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
@@ -244,6 +288,46 @@ pub fn run() -> Result<ExitCode> {
             let code = crate::wrapper::run_cc(&compiler, args);
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
+        Cmd::Firmware { from, dir } => {
+            let files = pipeline::firmware_view(&from, &dir)?;
+            println!(
+                "pik: wrote {} files for the boot partition to {}",
+                files.len(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Nar { command } => match command {
+            NarCmd::Hash {
+                path,
+                name,
+                store_dir,
+                json,
+            } => {
+                let name = match name {
+                    Some(n) => n,
+                    None => crate::nar::default_name(&path)?,
+                };
+                let i = crate::nar::info(&path, &name, &store_dir)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&i)?);
+                } else {
+                    println!("narHash    {}", i.nar_hash);
+                    println!("narHash    {}", i.sri);
+                    println!("sha256     {}", i.hex);
+                    println!("narSize    {}", i.nar_size);
+                    println!("storePath  {}", i.store_path);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            NarCmd::Dump { path } => {
+                let stdout = std::io::stdout();
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                crate::nar::dump(&path, &mut w)?;
+                std::io::Write::flush(&mut w)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Cmd::Cache { command } => match command {
             CacheCmd::Stats { json } => cachecmd::stats(json).map(|_| ExitCode::SUCCESS),
             CacheCmd::Gc { max_size, json } => {

@@ -83,12 +83,17 @@ pub struct Manifest {
     pub out: String,
     /// Digest of the whole output tree (all entries below, in order).
     pub tree_blake3: String,
+    /// What Nix records for the output tree: narHash, narSize, and the store path
+    /// `nix-store --add <out>` gives it.
+    pub nar: crate::nar::NarInfo,
     /// Every entry of the output tree by relative path.
     pub files: BTreeMap<String, OutputFile>,
     /// Objects compiled by this run.
     pub objects_compiled: u64,
     /// Object cache hits and misses of this build (absent with `--no-cache`).
     pub cache: Option<crate::wrapper::Summary>,
+    /// The whole-build memo: its key, and whether this output came from it.
+    pub memo: Option<serde_json::Value>,
     /// The build dir used.
     pub build_dir: String,
     /// The full log.

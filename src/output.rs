@@ -170,6 +170,13 @@ pub fn manifest_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The Nix expression path for an output tree: `<out>.nix` beside it.
+pub fn nix_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".nix");
+    PathBuf::from(s)
+}
+
 fn find_depmod() -> Result<PathBuf> {
     fsutil::which("depmod")
         .or_else(|| {

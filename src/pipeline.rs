@@ -51,6 +51,10 @@ pub struct Options {
     pub toolchain: toolchain::Request,
     /// `--no-cache`: compile everything, without the object cache.
     pub no_cache: bool,
+    /// `--firmware-dir`: also write the boot-partition view here.
+    pub firmware_dir: Option<PathBuf>,
+    /// `--no-memo`: do not look the whole build up in the memo.
+    pub no_memo: bool,
 }
 
 /// What the first steps produce, shared by `pik build` and `pik config`.
@@ -185,13 +189,7 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(s) if !s.is_empty() => s
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?,
-        _ => kbuild::DEFAULT_EPOCH,
-    };
+    let epoch = epoch()?;
     let (masquerade, cache_log) = if opt.no_cache {
         (None, None)
     } else {
@@ -224,6 +222,53 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
         build_lock,
         timings,
     })
+}
+
+/// `SOURCE_DATE_EPOCH`, or nixpkgs' default.
+fn epoch() -> Result<i64> {
+    Ok(match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.is_empty() => s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?,
+        _ => kbuild::DEFAULT_EPOCH,
+    })
+}
+
+/// The whole-build memo key for these options, computed before anything is extracted, patched,
+/// configured or built. None when an input cannot be read (the build then reports it).
+fn memo_key(opt: &Options) -> Option<String> {
+    let kdata = DataDir::kconfigs(opt.kconfigs.as_deref());
+    let pdata = DataDir::patches(opt.patches_dir.as_deref());
+    let target = target::find(&kdata, &opt.target).ok()?;
+    let profile = opt
+        .profile
+        .clone()
+        .unwrap_or_else(|| target.default_profile.clone());
+    let patches = patch::load_series(&pdata, &target.patches, &opt.patches).ok()?;
+    let frags = fragments(opt, &target, &profile).ok()?;
+    let tc = toolchain::find(&target.triple, &opt.toolchain).ok()?;
+    // The default source is the newest Debian tarball; if that one turns out to lack the target's
+    // device trees the build uses another, whose entry is keyed by its own digest.
+    let src = candidate_sources(opt).ok()?.into_iter().next()?;
+    let digest = source::digest(&src).ok()?.to_hex().to_string();
+    crate::memo::key(&crate::memo::Inputs {
+        target: format!("{target:?}"),
+        profile: &profile,
+        source_digest: &digest,
+        patches: patches.iter().map(|p| p.bytes.as_slice()).collect(),
+        fragments: frags.iter().map(|f| f.text.as_str()).collect(),
+        toolchain: format!(
+            "{} {} {} {} {}",
+            tc.cc.display(),
+            tc.version,
+            tc.cc_blake3,
+            tc.ld_version,
+            tc.llvm
+        ),
+        epoch: epoch().ok()?,
+    })
+    .ok()
 }
 
 /// The fragments in merge order: target, profile, nixos.config, `--fragment`s, `--set`s.
@@ -292,6 +337,34 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("result-{}", target_name(opt)))),
     )?;
+    let memo_key = if crate::memo::enabled(opt) {
+        rep.phase("memo", "hashing every input of the build");
+        memo_key(opt)
+    } else {
+        None
+    };
+    if let Some(key) = &memo_key {
+        if let Some(hit) = crate::memo::lookup(&crate::memo::dir()?, key, &out)? {
+            let m = crate::memo::publish(hit, key, &out, started.elapsed().as_secs_f64())?;
+            if let Some(fw) = &opt.firmware_dir {
+                firmware_view(&out, &kbuild::absolute(fw)?)?;
+            }
+            let human = format!(
+                "pik: {} ({} {}) from the build memo in {:.2} s: nothing configured or compiled\n\
+                 pik: output  {}\npik: manifest {}\npik: nix     {} ({})",
+                m["kernelrelease"].as_str().unwrap_or_default(),
+                m["target"].as_str().unwrap_or_default(),
+                m["profile"].as_str().unwrap_or_default(),
+                started.elapsed().as_secs_f64(),
+                out.display(),
+                output::manifest_path(&out).display(),
+                output::nix_path(&out).display(),
+                m["nar"]["nar_hash"].as_str().unwrap_or_default(),
+            );
+            rep.finish(m, &human);
+            return Ok(());
+        }
+    }
     let mut p = prepare(opt, rep)?;
     let (base, frags) = configure(opt, &mut p, rep)?;
     let config_path = p.kbuild.build_dir.join(".config");
@@ -364,6 +437,12 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     );
     let t = Instant::now();
     let (files, tree_blake3) = manifest::describe_tree(staged.path())?;
+    let nar = crate::nar::info(
+        staged.path(),
+        &crate::nar::default_name(&out)?,
+        crate::nar::DEFAULT_STORE_DIR,
+    )
+    .context("computing the output's NAR hash")?;
     let host_cc = toolchain::first_line_of("gcc", &["--version"]).unwrap_or_default();
     let kernel_version = source::kernel_version(&p.kbuild.tree)?;
     output::publish(staged, &out)?;
@@ -407,9 +486,13 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         },
         out: out.display().to_string(),
         tree_blake3,
+        nar,
         files,
         objects_compiled: compiled,
         cache: cache_summary.clone(),
+        memo: memo_key
+            .as_ref()
+            .map(|k| serde_json::json!({"key": k, "hit": false})),
         build_dir: p.kbuild.build_dir.display().to_string(),
         log: p.kbuild.log.display().to_string(),
         timings_s: p.timings.clone(),
@@ -417,7 +500,29 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     let json = serde_json::to_vec_pretty(&m)?;
     pik_cache::atomic_write(&output::manifest_path(&out), &json)
         .with_context(|| format!("writing {}", output::manifest_path(&out).display()))?;
+    if let Some(key) = &memo_key {
+        if let Err(e) = crate::memo::dir().and_then(|d| crate::memo::store(&d, key, &out, &json)) {
+            rep.warn(&format!("storing the build in the memo failed: {e:#}"));
+        }
+    }
+    let expr = crate::nixexpr::render(&crate::nixexpr::Kernel {
+        out_name: &crate::nar::default_name(&out)?,
+        version: &m.inputs.kernel_version,
+        mod_dir_version: &release,
+        nar_hash_sri: &m.nar.sri,
+        target: &p.target.name,
+        config: &std::fs::read_to_string(&config_path)?,
+    });
+    pik_cache::atomic_write(&output::nix_path(&out), expr.as_bytes())
+        .with_context(|| format!("writing {}", output::nix_path(&out).display()))?;
     drop(out_lock);
+    if let Some(fw) = &opt.firmware_dir {
+        rep.phase(
+            "firmware",
+            &format!("boot-partition files into {}", fw.display()),
+        );
+        firmware_view(&out, &kbuild::absolute(fw)?)?;
+    }
     let cache_line = match &cache_summary {
         Some(c) => format!(
             "pik: cache   {} hits, {} misses ({:.1} % hit rate), {} uncacheable calls\n",
@@ -429,17 +534,54 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         None => "pik: cache   off (--no-cache)\n".to_string(),
     };
     let human = format!(
-        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\n{cache_line}pik: output  {}\npik: manifest {}",
+        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\n{cache_line}pik: output  {}\npik: manifest {}\npik: nix     {} ({})",
         release,
         p.target.name,
         p.profile,
         started.elapsed().as_secs_f64(),
         compiled,
         out.display(),
-        output::manifest_path(&out).display()
+        output::manifest_path(&out).display(),
+        output::nix_path(&out).display(),
+        m.nar.nar_hash
     );
     rep.finish(serde_json::to_value(&m)?, &human);
     Ok(())
+}
+
+/// `pik firmware --from OUT DIR` (and `pik build --firmware-dir`): the boot-partition view of an
+/// output tree, described by its manifest.
+pub fn firmware_view(out: &Path, dir: &Path) -> Result<Vec<String>> {
+    let out = kbuild::absolute(out)?;
+    let mpath = output::manifest_path(&out);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mpath).with_context(|| {
+            format!(
+                "reading {} (is {} a pik output?)",
+                mpath.display(),
+                out.display()
+            )
+        })?)
+        .with_context(|| format!("parsing {}", mpath.display()))?;
+    let field = |k: &str| -> Result<String> {
+        m[k].as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{} has no {k:?}", mpath.display()))
+    };
+    let (target, image, release) = (
+        field("target")?,
+        field("firmware_image")?,
+        field("kernelrelease")?,
+    );
+    crate::firmware::write(
+        &crate::firmware::Source {
+            out: &out,
+            target: &target,
+            firmware_image: &image,
+            release: &release,
+        },
+        &kbuild::absolute(dir)?,
+    )
 }
 
 fn target_name(opt: &Options) -> String {

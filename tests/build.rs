@@ -262,6 +262,7 @@ fn identical_inputs_in_other_dirs_give_identical_outputs() {
                 "mini",
                 "-j2",
                 "--no-cache",
+                "--no-memo",
                 "--source",
             ])
             .arg(&tree)
@@ -302,6 +303,7 @@ fn interrupted_build_keeps_the_previous_output() {
             "mini",
             "--json",
             "-j2",
+            "--no-memo",
         ])
         .arg("--out")
         .arg(base.join("result"))
@@ -355,4 +357,42 @@ fn interrupted_build_keeps_the_previous_output() {
         "processes left: {}",
         String::from_utf8_lossy(&ps.stdout)
     );
+}
+
+#[test]
+fn identical_inputs_again_come_from_the_build_memo() {
+    let a = mini_build("bcm2712");
+    let base = shared().join("memo");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let out = base.join("again");
+    let o = run_ok(
+        pik()
+            .args([
+                "build",
+                "--target",
+                "bcm2712",
+                "--profile",
+                "mini",
+                "--json",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .arg("--build-dir")
+            .arg(base.join("build")),
+    );
+    let m = read_json(&base.join("again.json"));
+    assert_eq!(m["memo"]["hit"], true, "{m}");
+    assert_eq!(m["memo"]["key"], a.manifest["memo"]["key"]);
+    assert_eq!(m["files"], a.manifest["files"], "the memo's tree differs");
+    assert_eq!(m["objects_compiled"], 0);
+    // No Kconfig, no make: the build dir was never even created.
+    assert!(!base.join("build").exists());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("summary"));
+    // The NAR record and the Nix expression describe this output (its own name).
+    assert_eq!(m["nar"]["hex"], a.manifest["nar"]["hex"]);
+    assert!(m["nar"]["store_path"].as_str().unwrap().ends_with("-again"));
+    assert!(std::fs::read_to_string(base.join("again.nix"))
+        .unwrap()
+        .contains("path = ./again;"));
 }

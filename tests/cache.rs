@@ -43,6 +43,38 @@ fn masquerade(base: &Path) -> PathBuf {
     d
 }
 
+/// A private tree, masquerade dir and empty object store for one test.
+struct Fixture {
+    tree: PathBuf,
+    base: PathBuf,
+    masq: PathBuf,
+    store: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let tree = farm(name);
+        let base = tree.parent().unwrap().to_path_buf();
+        let masq = masquerade(&base);
+        let store = base.join("objects");
+        let _ = std::fs::remove_dir_all(&store);
+        Fixture {
+            tree,
+            base,
+            masq,
+            store,
+        }
+    }
+
+    fn kmake(&self) -> Kmake<'_> {
+        Kmake {
+            tree: &self.tree,
+            masq: &self.masq,
+            store: &self.store,
+        }
+    }
+}
+
 /// One kbuild run in `bdir` through pik with the object store `store`; events go to `log`.
 struct Kmake<'a> {
     tree: &'a Path,
@@ -169,6 +201,7 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
                     "--profile",
                     "mini",
                     "-j2",
+                    "--no-memo",
                     "--source",
                 ])
                 .arg(&tree)
@@ -222,16 +255,9 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
 
 #[test]
 fn header_and_config_changes_miss_exactly_what_they_should() {
-    let tree = farm("changes");
-    let base = tree.parent().unwrap().to_path_buf();
-    let masq = masquerade(&base);
-    let store = base.join("objects");
-    let _ = std::fs::remove_dir_all(&store);
-    let k = Kmake {
-        tree: &tree,
-        masq: &masq,
-        store: &store,
-    };
+    let fx = Fixture::new("changes");
+    let (tree, base) = (&fx.tree, &fx.base);
+    let k = fx.kmake();
     let log = base.join("events.log");
     let a = base.join("a");
     k.configure(&a, &log);
@@ -382,21 +408,14 @@ fn damage(store: &Path, round: u64) -> usize {
 
 #[test]
 fn damaged_cache_never_changes_outputs_cmd_files_or_warnings() {
-    let tree = farm("damage");
-    let base = tree.parent().unwrap().to_path_buf();
+    let fx = Fixture::new("damage");
+    let (tree, base, store) = (&fx.tree, &fx.base, &fx.store);
+    let k = fx.kmake();
     // One source with a warning, so replayed diagnostics are checked too.
     let ctype = tree.join("lib/ctype.c");
     let mut src = std::fs::read(&ctype).unwrap();
     src.extend_from_slice(b"\n#warning \"pik replays this warning\"\n");
     rewrite(&ctype, &src);
-    let masq = masquerade(&base);
-    let store = base.join("objects");
-    let _ = std::fs::remove_dir_all(&store);
-    let k = Kmake {
-        tree: &tree,
-        masq: &masq,
-        store: &store,
-    };
     let log = base.join("events.log");
     let target = ["lib/math/", "kernel/time/", "lib/ctype.o"];
     let reference = base.join("ref");
@@ -414,7 +433,7 @@ fn damaged_cache_never_changes_outputs_cmd_files_or_warnings() {
     let want_cmd = objects(&reference, ".o.cmd");
     assert!(want_o.len() > 10);
     for round in 0..3 {
-        let n = damage(&store, round);
+        let n = damage(store, round);
         assert!(n > 0);
         let dir = base.join(format!("after-damage-{round}"));
         k.configure_like(&dir, &reference, &log);
@@ -442,16 +461,9 @@ fn damaged_cache_never_changes_outputs_cmd_files_or_warnings() {
 
 #[test]
 fn two_builds_at_once_on_one_empty_cache() {
-    let tree = farm("concurrent");
-    let base = tree.parent().unwrap().to_path_buf();
-    let masq = masquerade(&base);
-    let store = base.join("objects");
-    let _ = std::fs::remove_dir_all(&store);
-    let k = Kmake {
-        tree: &tree,
-        masq: &masq,
-        store: &store,
-    };
+    let fx = Fixture::new("concurrent");
+    let (base, store) = (&fx.base, &fx.store);
+    let k = fx.kmake();
     let target = ["lib/math/", "kernel/time/"];
     let dirs = [base.join("one"), base.join("two")];
     k.configure(&dirs[0], &base.join("cfg0.log"));
@@ -481,7 +493,7 @@ fn two_builds_at_once_on_one_empty_cache() {
     assert!(with_kind(&ev, "m").is_empty(), "{ev:?}");
     assert_eq!(objects(&third, ".o"), a);
     let v = run(Command::new(pik_bin())
-        .env("PIK_OBJECT_CACHE_DIR", &store)
+        .env("PIK_OBJECT_CACHE_DIR", store)
         .args(["cache", "verify"]));
     assert!(v.status.success(), "the store has damaged entries");
 }

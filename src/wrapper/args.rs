@@ -320,7 +320,7 @@ pub fn normalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
         if p.is_empty() {
             continue;
         }
-        out = replace_prefix(&out, p, &marker(i));
+        out = replace(&out, p, &marker(i), path_boundary);
     }
     out
 }
@@ -329,38 +329,17 @@ pub fn normalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
 pub fn denormalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
     let mut out = text.to_vec();
     for (i, p) in portable.iter().enumerate() {
-        out = replace_all(&out, &marker(i), p);
+        out = replace(&out, &marker(i), p, |_| true);
     }
     out
 }
 
-fn replace_prefix(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+/// Replaces each occurrence of `needle` where `boundary` accepts the byte after it (None = end).
+fn replace(hay: &[u8], needle: &[u8], with: &[u8], boundary: fn(Option<u8>) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
     let mut i = 0;
     while i < hay.len() {
-        if hay[i..].starts_with(needle) {
-            let next = hay.get(i + needle.len()).copied();
-            // A path boundary after the prefix, so /src does not match /src2.
-            if matches!(
-                next,
-                None | Some(b'/') | Some(b'=') | Some(b':') | Some(b' ')
-            ) {
-                out.extend_from_slice(with);
-                i += needle.len();
-                continue;
-            }
-        }
-        out.push(hay[i]);
-        i += 1;
-    }
-    out
-}
-
-fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) {
+        if hay[i..].starts_with(needle) && boundary(hay.get(i + needle.len()).copied()) {
             out.extend_from_slice(with);
             i += needle.len();
         } else {
@@ -369,6 +348,15 @@ fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A path prefix ends where a path component, a `=`/`:` separator or the argument does, so
+/// `/src` does not match `/src2`.
+fn path_boundary(next: Option<u8>) -> bool {
+    matches!(
+        next,
+        None | Some(b'/') | Some(b'=') | Some(b':') | Some(b' ')
+    )
 }
 
 /// A path as bytes.

@@ -92,14 +92,13 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
     if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
         return exec(real, &args);
     }
-    let call = args::classify(&args);
-    let Call::Compile(c) = call else {
-        let Call::Uncacheable(reason) = call else {
-            unreachable!()
-        };
-        let out = output_of(&args);
-        note(None, &Event::Uncacheable { reason }, "u", reason, &out);
-        return exec(real, &args);
+    let c = match args::classify(&args) {
+        Call::Compile(c) => c,
+        Call::Uncacheable(reason) => {
+            let out = output_of(&args);
+            note(None, &Event::Uncacheable { reason }, "u", reason, &out);
+            return exec(real, &args);
+        }
     };
     let ctx = match Ctx::open(real) {
         Ok(ctx) => ctx,
@@ -305,6 +304,14 @@ impl Ctx {
         let code = status.code().unwrap_or(1);
         if code != 0 {
             // Failures are not cached; the next run shows the same errors from the compiler.
+            let why = "compile failed";
+            note(
+                Some(&self.store),
+                &Event::Uncacheable { reason: why },
+                "u",
+                why,
+                &c.output,
+            );
             return Ok(code);
         }
         let stored = (|| -> Res<Option<&'static str>> {
@@ -402,6 +409,16 @@ fn write_file(path: &Path, bytes: &[u8]) -> Res<()> {
     };
     let mut tmp = tempfile::Builder::new().prefix(".pik-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    // The mode the compiler would have given it (0666 less the umask), not the temp file's 0600.
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only swaps the process's mask; it is put back at once.
+    let mask = unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    };
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o666 & !(mask as u32)))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -436,7 +453,7 @@ fn incbin_files(text: &[u8]) -> Result<Vec<PathBuf>, &'static str> {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 #[cfg(test)]

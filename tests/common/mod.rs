@@ -152,7 +152,15 @@ pub fn mini_build(target: &str) -> Built {
         run_ok(
             pik()
                 .env("PIK_OBJECT_CACHE_DIR", objects_dir(target))
-                .args(["build", "--target", target, "--profile", "mini", "-j2"])
+                .args([
+                    "build",
+                    "--target",
+                    target,
+                    "--profile",
+                    "mini",
+                    "-j2",
+                    "--no-memo",
+                ])
                 .arg("--out")
                 .arg(&out)
                 .arg("--build-dir")

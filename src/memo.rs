@@ -1,0 +1,243 @@
+//! The whole-build memo: a key over every input that extraction, patching, Kconfig and kbuild
+//! read, computed before any of them runs, mapping to a finished output tree. A hit copies the
+//! stored tree into place (verified file by file against its manifest) and runs no Kconfig and
+//! no make at all.
+//!
+//! Entries live in `<cache>/memo/<key>/` (`tree/` plus `manifest.json`), written through a temp
+//! dir and a rename. A damaged entry (a file whose BLAKE3 is not the recorded one) is removed and
+//! the build runs normally.
+
+use crate::manifest;
+use crate::output;
+use crate::pipeline::Options;
+use anyhow::{Context, Result};
+use pik_cache::filehash::FileHashCache;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Host programs whose behaviour shapes the build (Kconfig records some of their versions; kbuild
+/// and the install steps run all of them).
+const HOST_TOOLS: &[&str] = &[
+    "make", "gcc", "cc", "ld", "as", "bison", "flex", "perl", "bc", "openssl", "sh", "bash",
+    "depmod", "tar", "xz", "zstd", "gzip", "bzip2", "patch", "cpio", "sed", "awk", "python3",
+];
+
+/// Where memo entries live.
+pub fn dir() -> Result<PathBuf> {
+    Ok(crate::paths::cache_dir()?.join("memo"))
+}
+
+/// Everything the key covers, gathered by the pipeline before any work is done.
+pub struct Inputs<'a> {
+    /// Target data as loaded (its Debug form: every field of the TOML).
+    pub target: String,
+    /// Profile name.
+    pub profile: &'a str,
+    /// The source's content digest.
+    pub source_digest: &'a str,
+    /// Patch bytes, in order.
+    pub patches: Vec<&'a [u8]>,
+    /// Fragment texts in merge order (target, profile, nixos, --fragment, --set).
+    pub fragments: Vec<&'a str>,
+    /// The cross toolchain's identity (version text and content hash).
+    pub toolchain: String,
+    /// `SOURCE_DATE_EPOCH`.
+    pub epoch: i64,
+}
+
+/// The memo key: BLAKE3 over the inputs, the host tools' content and pik's own binary.
+pub fn key(inp: &Inputs) -> Result<String> {
+    let hashes = FileHashCache::open(&file_hash_path(&dir()?)?, 1 << 12)
+        .context("opening the memo's file-hash table")?;
+    let mut h = blake3::Hasher::new();
+    let mut part = |name: &str, bytes: &[u8]| {
+        h.update(name.as_bytes());
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part("schema", b"pik-memo-1");
+    part("target", inp.target.as_bytes());
+    part("profile", inp.profile.as_bytes());
+    part("source", inp.source_digest.as_bytes());
+    for p in &inp.patches {
+        part("patch", p);
+    }
+    for f in &inp.fragments {
+        part("fragment", f.as_bytes());
+    }
+    part("toolchain", inp.toolchain.as_bytes());
+    part("epoch", &inp.epoch.to_le_bytes());
+    let exe = std::env::current_exe().context("locating the pik binary")?;
+    part("pik", &hashes.digest(&exe)?.0);
+    for tool in HOST_TOOLS {
+        // An absent tool is part of the key too (Kconfig and kbuild probe for some).
+        let id = match crate::fsutil::which(tool).and_then(|p| std::fs::canonicalize(p).ok()) {
+            Some(p) => {
+                let mut v = p.as_os_str().as_bytes().to_vec();
+                v.extend_from_slice(&hashes.digest(&p)?.0);
+                v
+            }
+            None => b"absent".to_vec(),
+        };
+        part(tool, &id);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn file_hash_path(root: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    Ok(root.join("filehash.v1"))
+}
+
+/// Stores a finished output tree and its manifest under `key` (best effort; a failure only
+/// means the next identical build is not a hit).
+pub fn store(root: &Path, key: &str, out: &Path, manifest_json: &[u8]) -> Result<()> {
+    let dest = root.join(key);
+    if dest.join("manifest.json").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root)?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(root)?;
+    copy_tree(out, &tmp.path().join("tree"))?;
+    std::fs::write(tmp.path().join("manifest.json"), manifest_json)?;
+    let kept = tmp.keep();
+    if std::fs::rename(&kept, &dest).is_err() {
+        // Another build stored the same entry first.
+        let _ = crate::fsutil::remove_tree(&kept);
+    }
+    Ok(())
+}
+
+/// A verified hit: the stored manifest, and the tree staged beside `out` ready to publish.
+pub struct Hit {
+    /// The manifest stored with the entry.
+    pub manifest: serde_json::Value,
+    /// The tree, copied and verified, in a temp dir beside `out`.
+    pub staged: tempfile::TempDir,
+}
+
+/// Looks `key` up; on a hit copies the tree to a temp dir beside `out` and verifies every file
+/// against the stored manifest. A damaged entry is removed and reported as a miss.
+pub fn lookup(root: &Path, key: &str, out: &Path) -> Result<Option<Hit>> {
+    let e = root.join(key);
+    let Ok(raw) = std::fs::read(e.join("manifest.json")) else {
+        return Ok(None);
+    };
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let staged = tempfile::Builder::new()
+        .prefix(&format!(".{name}.pik-tmp-"))
+        .tempdir_in(parent)?;
+    let verified = (|| -> Result<Option<serde_json::Value>> {
+        let m: serde_json::Value = serde_json::from_slice(&raw)?;
+        let dest = staged.path();
+        // The temp dir exists; copy the tree's content into it.
+        std::fs::remove_dir(dest)?;
+        copy_tree(&e.join("tree"), dest)?;
+        let (files, _) = manifest::describe_tree(dest)?;
+        Ok((serde_json::to_value(&files)? == m["files"]).then_some(m))
+    })();
+    match verified {
+        Ok(Some(manifest)) => Ok(Some(Hit { manifest, staged })),
+        _ => {
+            let _ = crate::fsutil::remove_tree(&e);
+            Ok(None)
+        }
+    }
+}
+
+/// Copies a tree (files, symlinks, the owner-execute bit), reflinking where the filesystem can
+/// (std's copy uses copy_file_range).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(from).follow_links(false) {
+        let e = e?;
+        let rel = e.path().strip_prefix(from)?;
+        let dst = to.join(rel);
+        let ft = e.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dst)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dst)?;
+        } else {
+            std::fs::copy(e.path(), &dst)
+                .with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a hit at `out` with its manifest (updated for this output) and Nix expression.
+pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_json::Value> {
+    let _lock = output::lock(out)?;
+    let nar = crate::nar::info(
+        hit.staged.path(),
+        &crate::nar::default_name(out)?,
+        crate::nar::DEFAULT_STORE_DIR,
+    )?;
+    let config = std::fs::read_to_string(hit.staged.path().join("config"))?;
+    let mut m = hit.manifest;
+    m["out"] = serde_json::json!(out.display().to_string());
+    m["nar"] = serde_json::to_value(&nar)?;
+    m["objects_compiled"] = serde_json::json!(0);
+    m["memo"] = serde_json::json!({"key": key, "hit": true});
+    m["timings_s"] = serde_json::json!({"memo": seconds, "total": seconds});
+    let kept = hit.staged.keep();
+    crate::fsutil::replace_dir(&kept, out).inspect_err(|_| {
+        let _ = crate::fsutil::remove_tree(&kept);
+    })?;
+    pik_cache::atomic_write(&output::manifest_path(out), &serde_json::to_vec_pretty(&m)?)?;
+    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+    let expr = crate::nixexpr::render(&crate::nixexpr::Kernel {
+        out_name: &crate::nar::default_name(out)?,
+        version: m["inputs"]["kernel_version"].as_str().unwrap_or_default(),
+        mod_dir_version: &s("kernelrelease"),
+        nar_hash_sri: &nar.sri,
+        target: &s("target"),
+        config: &config,
+    });
+    pik_cache::atomic_write(&output::nix_path(out), expr.as_bytes())?;
+    Ok(m)
+}
+
+/// Whether this run may use the memo at all.
+pub fn enabled(opt: &Options) -> bool {
+    !opt.no_memo && !opt.config_only
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_for(tree: &Path) -> Vec<u8> {
+        let (files, _) = manifest::describe_tree(tree).unwrap();
+        serde_json::to_vec(&serde_json::json!({ "files": files })).unwrap()
+    }
+
+    #[test]
+    fn stored_trees_come_back_verified_and_damage_is_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("memo");
+        let built = d.path().join("built");
+        std::fs::create_dir_all(built.join("lib/modules")).unwrap();
+        std::fs::write(built.join("Image"), vec![7u8; 5000]).unwrap();
+        std::fs::write(built.join("lib/modules/m.ko"), b"module").unwrap();
+        std::os::unix::fs::symlink("Image", built.join("kernel8.img")).unwrap();
+        store(&root, "k1", &built, &manifest_for(&built)).unwrap();
+        let out = d.path().join("out");
+        let hit = lookup(&root, "k1", &out).unwrap().expect("a hit");
+        assert_eq!(
+            std::fs::read(hit.staged.path().join("Image")).unwrap(),
+            vec![7u8; 5000]
+        );
+        assert!(lookup(&root, "other", &out).unwrap().is_none());
+        // One flipped byte in the stored tree: not served, and the entry is gone.
+        let victim = root.join("k1/tree/lib/modules/m.ko");
+        std::fs::write(&victim, b"modulf").unwrap();
+        assert!(lookup(&root, "k1", &out).unwrap().is_none());
+        assert!(!root.join("k1").exists());
+    }
+}
