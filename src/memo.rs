@@ -9,7 +9,6 @@
 
 use crate::manifest;
 use crate::output;
-use crate::pipeline::Options;
 use anyhow::{Context, Result};
 use pik_cache::filehash::FileHashCache;
 use std::os::unix::ffi::OsStrExt;
@@ -201,11 +200,6 @@ pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_js
     });
     pik_cache::atomic_write(&output::nix_path(out), expr.as_bytes())?;
     Ok(m)
-}
-
-/// Whether this run may use the memo at all.
-pub fn enabled(opt: &Options) -> bool {
-    !opt.no_memo && !opt.config_only
 }
 
 #[cfg(test)]

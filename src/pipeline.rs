@@ -337,13 +337,14 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("result-{}", target_name(opt)))),
     )?;
-    let memo_key = if crate::memo::enabled(opt) {
+    // The key is computed even with --no-memo, so the result is still stored for next time.
+    let memo_key = if opt.config_only {
+        None
+    } else {
         rep.phase("memo", "hashing every input of the build");
         memo_key(opt)
-    } else {
-        None
     };
-    if let Some(key) = &memo_key {
+    if let Some(key) = memo_key.as_ref().filter(|_| !opt.no_memo) {
         if let Some(hit) = crate::memo::lookup(&crate::memo::dir()?, key, &out)? {
             let m = crate::memo::publish(hit, key, &out, started.elapsed().as_secs_f64())?;
             if let Some(fw) = &opt.firmware_dir {

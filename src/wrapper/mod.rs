@@ -36,7 +36,7 @@ pub const DISABLE_ENV: &str = "PIK_NO_CACHE";
 /// Candidates kept per entry (different header contents for the same source and flags).
 const MAX_CANDIDATES: usize = 4;
 /// Slots in the shared file-hash memo.
-const HASH_SLOTS: usize = 1 << 15;
+const HASH_SLOTS: usize = 1 << 14;
 
 /// Environment variables whose values change what the compiler produces or prints.
 fn output_env(name: &[u8]) -> bool {
