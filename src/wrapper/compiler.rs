@@ -56,48 +56,62 @@ fn is_self(p: &Path) -> bool {
     }
 }
 
-/// The content identity of the compiler at `driver`.
-pub fn identity(memo_dir: &Path, hashes: &FileHashCache, driver: &Path) -> io::Result<Digest> {
-    let md = std::fs::metadata(driver)?;
-    let stamp = format!(
-        "{} {} {}",
+/// Stat data that changes whenever a file is replaced or rewritten.
+fn stamp(p: &Path) -> io::Result<String> {
+    let md = std::fs::metadata(p)?;
+    Ok(format!(
+        "{} {} {} {}",
         md.ino(),
         md.size(),
-        md.mtime_nsec() + md.mtime() * 1_000_000_000
-    );
+        md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        md.ctime() * 1_000_000_000 + md.ctime_nsec()
+    ))
+}
+
+/// The content identity of the compiler at `driver` (its own bytes and those of the cc1 and
+/// assembler it runs). Memoized per driver path with the stat data of every file it covers, so a
+/// compile only stats three files; any change there recomputes it from content.
+pub fn identity(memo_dir: &Path, hashes: &FileHashCache, driver: &Path) -> io::Result<Digest> {
     let memo = memo_dir.join(Digest::of(driver.as_os_str().as_bytes()).to_hex());
-    // The memo ends with a checksum line, so a damaged memo is redone rather than trusted.
-    let programs = match std::fs::read_to_string(&memo)
+    // Lines: the driver's stamp, then "stamp\tpath" per helper, then the identity; the memo
+    // ends with a checksum line, so a damaged memo is redone rather than trusted.
+    if let Some(lines) = std::fs::read_to_string(&memo)
         .ok()
         .and_then(|t| check_memo(&t))
     {
-        Some(lines) if lines.first() == Some(&stamp) => {
-            lines[1..].iter().map(PathBuf::from).collect()
+        let fresh = lines.len() >= 2
+            && lines.first() == Some(&stamp(driver)?)
+            && lines[1..lines.len() - 1].iter().all(|l| {
+                l.split_once('\t')
+                    .is_some_and(|(st, p)| stamp(Path::new(p)).ok().as_deref() == Some(st))
+            });
+        if let Some(id) = lines
+            .last()
+            .and_then(|l| Digest::from_hex(l))
+            .filter(|_| fresh)
+        {
+            return Ok(id);
         }
-        _ => {
-            let progs = helper_programs(driver);
-            let mut text = stamp.clone();
-            for p in &progs {
-                text.push('\n');
-                text.push_str(&p.to_string_lossy());
-            }
-            let sum = Digest::of(text.as_bytes()).to_hex();
-            let _ = pik_cache::atomic_write(&memo, format!("{text}\n{sum}").as_bytes());
-            progs
-        }
-    };
+    }
+    let programs = helper_programs(driver);
     let mut h = blake3::Hasher::new();
     h.update(b"pik-compiler-id-1\0");
-    h.update(&hashes.digest(driver)?.0);
-    for p in programs {
+    h.update(&hashes.read(driver)?.0 .0);
+    let mut text = stamp(driver)?;
+    for p in &programs {
         h.update(p.as_os_str().as_bytes());
         h.update(b"\0");
         // A helper that vanished (a package upgrade) changes the identity rather than failing.
-        if let Ok(d) = hashes.digest(&p) {
+        if let (Ok((d, _)), Ok(st)) = (hashes.read(p), stamp(p)) {
             h.update(&d.0);
+            text.push_str(&format!("\n{st}\t{}", p.to_string_lossy()));
         }
     }
-    Ok(Digest(*h.finalize().as_bytes()))
+    let id = Digest(*h.finalize().as_bytes());
+    text.push_str(&format!("\n{}", id.to_hex()));
+    let sum = Digest::of(text.as_bytes()).to_hex();
+    let _ = pik_cache::atomic_write(&memo, format!("{text}\n{sum}").as_bytes());
+    Ok(id)
 }
 
 /// The memo's lines without its checksum line, if the checksum holds.
