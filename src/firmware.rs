@@ -24,17 +24,7 @@ pub struct Source<'a> {
 /// Writes the firmware view of `src` to `dir`; returns the files written (relative).
 pub fn write(src: &Source, dir: &Path) -> Result<Vec<String>> {
     let _lock = output::lock(dir)?;
-    let (parent, name) = (
-        dir.parent().unwrap_or(Path::new(".")),
-        dir.file_name()
-            .with_context(|| format!("{} has no file name", dir.display()))?
-            .to_string_lossy()
-            .to_string(),
-    );
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.pik-tmp-"))
-        .tempdir_in(parent)
-        .with_context(|| format!("creating a temp dir in {}", parent.display()))?;
+    let tmp = output::temp_beside(dir)?;
     let root = tmp.path();
     let mut files = Vec::new();
     let mut copy = |from: &Path, rel: &str| -> Result<()> {

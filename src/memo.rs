@@ -122,15 +122,7 @@ pub fn lookup(root: &Path, key: &str, out: &Path) -> Result<Option<Hit>> {
     let Ok(raw) = std::fs::read(e.join("manifest.json")) else {
         return Ok(None);
     };
-    let parent = out.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let staged = tempfile::Builder::new()
-        .prefix(&format!(".{name}.pik-tmp-"))
-        .tempdir_in(parent)?;
+    let staged = output::temp_beside(out)?;
     let verified = (|| -> Result<Option<serde_json::Value>> {
         let m: serde_json::Value = serde_json::from_slice(&raw)?;
         let dest = staged.path();
@@ -190,15 +182,14 @@ pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_js
     })?;
     pik_cache::atomic_write(&output::manifest_path(out), &serde_json::to_vec_pretty(&m)?)?;
     let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-    let expr = crate::nixexpr::render(&crate::nixexpr::Kernel {
-        out_name: &crate::nar::default_name(out)?,
-        version: m["inputs"]["kernel_version"].as_str().unwrap_or_default(),
-        mod_dir_version: &s("kernelrelease"),
-        nar_hash_sri: &nar.sri,
-        target: &s("target"),
-        config: &config,
-    });
-    pik_cache::atomic_write(&output::nix_path(out), expr.as_bytes())?;
+    crate::nixexpr::write_beside(
+        out,
+        m["inputs"]["kernel_version"].as_str().unwrap_or_default(),
+        &s("kernelrelease"),
+        &nar.sri,
+        &s("target"),
+        &config,
+    )?;
     Ok(m)
 }
 

@@ -27,6 +27,29 @@ pub struct Kernel<'a> {
     pub config: &'a str,
 }
 
+/// Renders the expression for the output tree `out` and writes it to `<out>.nix`.
+pub fn write_beside(
+    out: &std::path::Path,
+    version: &str,
+    mod_dir_version: &str,
+    nar_hash_sri: &str,
+    target: &str,
+    config: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let expr = render(&Kernel {
+        out_name: &crate::nar::default_name(out)?,
+        version,
+        mod_dir_version,
+        nar_hash_sri,
+        target,
+        config,
+    });
+    let path = crate::output::nix_path(out);
+    pik_cache::atomic_write(&path, expr.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// A Nix string literal.
 fn lit(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);

@@ -44,6 +44,17 @@ fn split(out: &Path) -> Result<(PathBuf, String)> {
     Ok((parent, name))
 }
 
+/// A temp dir beside `out` (`.<name>.pik-tmp-*`, same filesystem), for staging a tree that is
+/// then swapped into place.
+pub fn temp_beside(out: &Path) -> Result<tempfile::TempDir> {
+    let (parent, name) = split(out)?;
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.pik-tmp-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temp dir in {}", parent.display()))
+}
+
 /// Installs the build's results into a temp dir beside `out`, in the Nix layout, and checks it.
 pub fn stage(
     kb: &Kbuild,
@@ -52,11 +63,7 @@ pub fn stage(
     modules: bool,
     out: &Path,
 ) -> Result<Staged> {
-    let (parent, name) = split(out)?;
-    let dir = tempfile::Builder::new()
-        .prefix(&format!(".{name}.pik-tmp-"))
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a temp dir in {}", parent.display()))?;
+    let dir = temp_beside(out)?;
     let root = dir.path();
     if modules {
         let depmod = find_depmod()?;
@@ -163,18 +170,21 @@ pub fn publish(staged: Staged, out: &Path) -> Result<()> {
     })
 }
 
+/// `<out><suffix>`: a file beside the output tree, not inside it.
+fn beside(out: &Path, suffix: &str) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// The manifest path for an output tree: `<out>.json` beside it.
 pub fn manifest_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".json");
-    PathBuf::from(s)
+    beside(out, ".json")
 }
 
 /// The Nix expression path for an output tree: `<out>.nix` beside it.
 pub fn nix_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".nix");
-    PathBuf::from(s)
+    beside(out, ".nix")
 }
 
 fn find_depmod() -> Result<PathBuf> {

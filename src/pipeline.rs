@@ -506,16 +506,14 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
             rep.warn(&format!("storing the build in the memo failed: {e:#}"));
         }
     }
-    let expr = crate::nixexpr::render(&crate::nixexpr::Kernel {
-        out_name: &crate::nar::default_name(&out)?,
-        version: &m.inputs.kernel_version,
-        mod_dir_version: &release,
-        nar_hash_sri: &m.nar.sri,
-        target: &p.target.name,
-        config: &std::fs::read_to_string(&config_path)?,
-    });
-    pik_cache::atomic_write(&output::nix_path(&out), expr.as_bytes())
-        .with_context(|| format!("writing {}", output::nix_path(&out).display()))?;
+    crate::nixexpr::write_beside(
+        &out,
+        &m.inputs.kernel_version,
+        &release,
+        &m.nar.sri,
+        &p.target.name,
+        &std::fs::read_to_string(&config_path)?,
+    )?;
     drop(out_lock);
     if let Some(fw) = &opt.firmware_dir {
         rep.phase(
