@@ -53,6 +53,9 @@ enum Cmd {
         #[command(subcommand)]
         command: NarCmd,
     },
+    /// Run as the builder of a Nix derivation (see nix/kernel.nix): settings from the
+    /// derivation's attributes, outputs to $out (and $dev).
+    NixBuilder,
     /// Look after the object cache ($PIK_CACHE_DIR/objects).
     Cache {
         #[command(subcommand)]
@@ -191,6 +194,13 @@ struct BuildArgs {
     /// Also write the firmware view (image, DTBs, overlays, config.txt, cmdline.txt) to DIR.
     #[arg(long, value_name = "DIR")]
     firmware_dir: Option<PathBuf>,
+    /// Where the dev output goes (vmlinux, lib/modules/<v>/build for out-of-tree modules);
+    /// default <out>-dev beside the output.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_dev")]
+    dev: Option<PathBuf>,
+    /// Don't write the dev output.
+    #[arg(long)]
+    no_dev: bool,
 }
 
 #[derive(Debug, Args)]
@@ -238,9 +248,16 @@ pub fn run() -> Result<ExitCode> {
             opt.no_cache = b.no_cache;
             opt.firmware_dir = b.firmware_dir;
             opt.no_memo = b.no_memo;
+            opt.dev = b.dev;
+            opt.no_dev = b.no_dev;
             kbuild::install_interrupt_handler();
             let mut rep = Reporter::new(json);
             pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::NixBuilder => {
+            kbuild::install_interrupt_handler();
+            crate::nixbuilder::run()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(c) => {

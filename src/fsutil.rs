@@ -200,6 +200,26 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Copies a tree (files, symlinks, the owner-execute bit), reflinking where the filesystem can
+/// (std's copy uses copy_file_range).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(from).follow_links(false) {
+        let e = e?;
+        let rel = e.path().strip_prefix(from)?;
+        let dst = to.join(rel);
+        let ft = e.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dst)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dst)?;
+        } else {
+            std::fs::copy(e.path(), &dst)
+                .with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

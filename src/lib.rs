@@ -7,6 +7,7 @@
 pub mod cachecmd;
 pub mod cli;
 pub mod data;
+pub mod dev;
 pub mod doctor;
 pub mod firmware;
 pub mod fsutil;
@@ -15,6 +16,7 @@ pub mod kconfig;
 pub mod manifest;
 pub mod memo;
 pub mod nar;
+pub mod nixbuilder;
 pub mod nixexpr;
 pub mod output;
 pub mod patch;

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         .file_name()
         .unwrap_or_default()
         .to_owned();
-    if !name.to_string_lossy().starts_with("pik") {
+    if !is_pik(&name.to_string_lossy()) {
         std::process::exit(pik::wrapper::run_masquerade(&name, args.collect()));
     }
     let rest: Vec<_> = args.collect();
@@ -23,4 +23,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// pik's own names: `pik…`, also as a Nix store file (`<32-char hash>-pik`, what a derivation's
+/// `builder = "${./pik}"` runs). Anything else is a compiler name through a masquerade link.
+fn is_pik(name: &str) -> bool {
+    let unhashed = match name.split_once('-') {
+        Some((h, rest)) if h.len() == 32 && h.bytes().all(|b| b.is_ascii_alphanumeric()) => rest,
+        _ => name,
+    };
+    unhashed.starts_with("pik")
 }

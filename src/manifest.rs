@@ -56,6 +56,35 @@ pub struct OutputFile {
     pub blake3: String,
 }
 
+/// The dev output beside the main one: where it is, its digest and what Nix records for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevOutput {
+    /// Absolute path of the dev tree.
+    pub path: String,
+    /// Digest of the whole dev tree, as [`describe_tree`] computes it.
+    pub tree_blake3: String,
+    /// narHash, narSize and store path of the dev tree.
+    pub nar: crate::nar::NarInfo,
+}
+
+impl DevOutput {
+    /// Describes the dev tree staged at `staged`, to be published at `path`.
+    pub fn describe(staged: &Path, path: &Path) -> Result<DevOutput> {
+        let (_, tree_blake3) = describe_tree(staged)?;
+        let nar = crate::nar::info(
+            staged,
+            &crate::nar::default_name(path)?,
+            crate::nar::DEFAULT_STORE_DIR,
+        )
+        .context("computing the dev output's NAR hash")?;
+        Ok(DevOutput {
+            path: path.display().to_string(),
+            tree_blake3,
+            nar,
+        })
+    }
+}
+
 /// The manifest.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -88,6 +117,8 @@ pub struct Manifest {
     pub nar: crate::nar::NarInfo,
     /// Every entry of the output tree by relative path.
     pub files: BTreeMap<String, OutputFile>,
+    /// The dev output (`vmlinux`, `lib/modules/<v>/build`), when built.
+    pub dev: Option<DevOutput>,
     /// Objects compiled by this run.
     pub objects_compiled: u64,
     /// Object cache hits and misses of this build (absent with `--no-cache`).

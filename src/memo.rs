@@ -3,7 +3,8 @@
 //! stored tree into place (verified file by file against its manifest) and runs no Kconfig and
 //! no make at all.
 //!
-//! Entries live in `<cache>/memo/<key>/` (`tree/` plus `manifest.json`), written through a temp
+//! Entries live in `<cache>/memo/<key>/` (`tree/`, `dev/` when the dev output was built, plus
+//! `manifest.json`), written through a temp
 //! dir and a rename. A damaged entry (a file whose BLAKE3 is not the recorded one) is removed and
 //! the build runs normally.
 
@@ -11,7 +12,6 @@ use crate::manifest;
 use crate::output;
 use anyhow::{Context, Result};
 use pik_cache::filehash::FileHashCache;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Host programs whose behaviour shapes the build (Kconfig records some of their versions; kbuild
@@ -49,7 +49,15 @@ pub fn key(inp: &Inputs) -> Result<String> {
     let hashes = FileHashCache::open(&file_hash_path(&dir()?)?, 1 << 12)
         .context("opening the memo's file-hash table")?;
     let mut h = blake3::Hasher::new();
+    // PIK_MEMO_EXPLAIN=1 prints each part's digest, to find why two builds do not share a key.
+    let explain = std::env::var_os("PIK_MEMO_EXPLAIN").is_some_and(|v| v == "1");
     let mut part = |name: &str, bytes: &[u8]| {
+        if explain {
+            eprintln!(
+                "pik: memo part {name}: {}",
+                &blake3::hash(bytes).to_hex()[..16]
+            );
+        }
         h.update(name.as_bytes());
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
@@ -70,12 +78,10 @@ pub fn key(inp: &Inputs) -> Result<String> {
     part("pik", &hashes.digest(&exe)?.0);
     for tool in HOST_TOOLS {
         // An absent tool is part of the key too (Kconfig and kbuild probe for some).
+        // By content only: the same binary is reached by other paths in a Nix sandbox, where
+        // the host's /bin symlink is mounted as a directory.
         let id = match crate::fsutil::which(tool).and_then(|p| std::fs::canonicalize(p).ok()) {
-            Some(p) => {
-                let mut v = p.as_os_str().as_bytes().to_vec();
-                v.extend_from_slice(&hashes.digest(&p)?.0);
-                v
-            }
+            Some(p) => hashes.digest(&p)?.0.to_vec(),
             None => b"absent".to_vec(),
         };
         part(tool, &id);
@@ -88,18 +94,31 @@ fn file_hash_path(root: &Path) -> Result<PathBuf> {
     Ok(root.join("filehash.v1"))
 }
 
-/// Stores a finished output tree and its manifest under `key` (best effort; a failure only
-/// means the next identical build is not a hit).
-pub fn store(root: &Path, key: &str, out: &Path, manifest_json: &[u8]) -> Result<()> {
+/// Stores a finished output tree (and its dev tree) with its manifest under `key` (best effort; a
+/// failure only means the next identical build is not a hit).
+pub fn store(
+    root: &Path,
+    key: &str,
+    out: &Path,
+    dev: Option<&Path>,
+    manifest_json: &[u8],
+) -> Result<()> {
     let dest = root.join(key);
-    if dest.join("manifest.json").is_file() {
+    if dest.join("manifest.json").is_file() && (dev.is_none() || dest.join("dev").is_dir()) {
         return Ok(());
     }
     std::fs::create_dir_all(root)?;
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(root)?;
-    copy_tree(out, &tmp.path().join("tree"))?;
+    crate::fsutil::copy_tree(out, &tmp.path().join("tree"))?;
+    if let Some(dev) = dev {
+        crate::fsutil::copy_tree(dev, &tmp.path().join("dev"))?;
+    }
     std::fs::write(tmp.path().join("manifest.json"), manifest_json)?;
     let kept = tmp.keep();
+    if dest.exists() && dev.is_some() && !dest.join("dev").is_dir() {
+        // An entry from a build without the dev output: this one supersedes it.
+        let _ = crate::fsutil::remove_tree(&dest);
+    }
     if std::fs::rename(&kept, &dest).is_err() {
         // Another build stored the same entry first.
         let _ = crate::fsutil::remove_tree(&kept);
@@ -113,52 +132,55 @@ pub struct Hit {
     pub manifest: serde_json::Value,
     /// The tree, copied and verified, in a temp dir beside `out`.
     pub staged: tempfile::TempDir,
+    /// The dev tree (when asked for), copied and verified, beside its destination.
+    pub dev: Option<(tempfile::TempDir, PathBuf)>,
 }
 
-/// Looks `key` up; on a hit copies the tree to a temp dir beside `out` and verifies every file
-/// against the stored manifest. A damaged entry is removed and reported as a miss.
-pub fn lookup(root: &Path, key: &str, out: &Path) -> Result<Option<Hit>> {
+/// Looks `key` up; on a hit copies the tree to a temp dir beside `out` (and the dev tree beside
+/// `dev`, when asked for) and verifies every file against the stored manifest. A damaged entry
+/// is removed and reported as a miss; an entry without the dev output asked for is a miss.
+pub fn lookup(root: &Path, key: &str, out: &Path, dev: Option<&Path>) -> Result<Option<Hit>> {
     let e = root.join(key);
     let Ok(raw) = std::fs::read(e.join("manifest.json")) else {
         return Ok(None);
     };
+    if dev.is_some() && !e.join("dev").is_dir() {
+        return Ok(None);
+    }
     let staged = output::temp_beside(out)?;
+    let dev_staged = dev.map(output::temp_beside).transpose()?;
     let verified = (|| -> Result<Option<serde_json::Value>> {
         let m: serde_json::Value = serde_json::from_slice(&raw)?;
         let dest = staged.path();
         // The temp dir exists; copy the tree's content into it.
         std::fs::remove_dir(dest)?;
-        copy_tree(&e.join("tree"), dest)?;
+        crate::fsutil::copy_tree(&e.join("tree"), dest)?;
         let (files, _) = manifest::describe_tree(dest)?;
-        Ok((serde_json::to_value(&files)? == m["files"]).then_some(m))
+        if serde_json::to_value(&files)? != m["files"] {
+            return Ok(None);
+        }
+        if let Some(d) = &dev_staged {
+            std::fs::remove_dir(d.path())?;
+            crate::fsutil::copy_tree(&e.join("dev"), d.path())?;
+            if manifest::describe_tree(d.path())?.1
+                != m["dev"]["tree_blake3"].as_str().unwrap_or("")
+            {
+                return Ok(None);
+            }
+        }
+        Ok(Some(m))
     })();
     match verified {
-        Ok(Some(manifest)) => Ok(Some(Hit { manifest, staged })),
+        Ok(Some(manifest)) => Ok(Some(Hit {
+            manifest,
+            staged,
+            dev: dev_staged.zip(dev.map(Path::to_path_buf)),
+        })),
         _ => {
             let _ = crate::fsutil::remove_tree(&e);
             Ok(None)
         }
     }
-}
-
-/// Copies a tree (files, symlinks, the owner-execute bit), reflinking where the filesystem can
-/// (std's copy uses copy_file_range).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    for e in walkdir::WalkDir::new(from).follow_links(false) {
-        let e = e?;
-        let rel = e.path().strip_prefix(from)?;
-        let dst = to.join(rel);
-        let ft = e.file_type();
-        if ft.is_dir() {
-            std::fs::create_dir_all(&dst)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dst)?;
-        } else {
-            std::fs::copy(e.path(), &dst)
-                .with_context(|| format!("copying {}", e.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Publishes a hit at `out` with its manifest (updated for this output) and Nix expression.
@@ -176,6 +198,17 @@ pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_js
     m["objects_compiled"] = serde_json::json!(0);
     m["memo"] = serde_json::json!({"key": key, "hit": true});
     m["timings_s"] = serde_json::json!({"memo": seconds, "total": seconds});
+    m["dev"] = serde_json::Value::Null;
+    let mut dev_lock = None;
+    if let Some((staged, dest)) = hit.dev {
+        dev_lock = Some(output::lock(&dest)?);
+        let d = manifest::DevOutput::describe(staged.path(), &dest)?;
+        let kept = staged.keep();
+        crate::fsutil::replace_dir(&kept, &dest).inspect_err(|_| {
+            let _ = crate::fsutil::remove_tree(&kept);
+        })?;
+        m["dev"] = serde_json::to_value(&d)?;
+    }
     let kept = hit.staged.keep();
     crate::fsutil::replace_dir(&kept, out).inspect_err(|_| {
         let _ = crate::fsutil::remove_tree(&kept);
@@ -189,7 +222,14 @@ pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_js
         &nar.sri,
         &s("target"),
         &config,
+        m["dev"]["nar"]["sri"].as_str().map(|sri| {
+            (
+                Path::new(m["dev"]["path"].as_str().unwrap_or_default()),
+                sri,
+            )
+        }),
     )?;
+    drop(dev_lock);
     Ok(m)
 }
 
@@ -211,18 +251,22 @@ mod tests {
         std::fs::write(built.join("Image"), vec![7u8; 5000]).unwrap();
         std::fs::write(built.join("lib/modules/m.ko"), b"module").unwrap();
         std::os::unix::fs::symlink("Image", built.join("kernel8.img")).unwrap();
-        store(&root, "k1", &built, &manifest_for(&built)).unwrap();
+        store(&root, "k1", &built, None, &manifest_for(&built)).unwrap();
         let out = d.path().join("out");
-        let hit = lookup(&root, "k1", &out).unwrap().expect("a hit");
+        // Asked for a dev output the entry does not have: a miss, and the entry stays.
+        assert!(lookup(&root, "k1", &out, Some(&d.path().join("dev")))
+            .unwrap()
+            .is_none());
+        let hit = lookup(&root, "k1", &out, None).unwrap().expect("a hit");
         assert_eq!(
             std::fs::read(hit.staged.path().join("Image")).unwrap(),
             vec![7u8; 5000]
         );
-        assert!(lookup(&root, "other", &out).unwrap().is_none());
+        assert!(lookup(&root, "other", &out, None).unwrap().is_none());
         // One flipped byte in the stored tree: not served, and the entry is gone.
         let victim = root.join("k1/tree/lib/modules/m.ko");
         std::fs::write(&victim, b"modulf").unwrap();
-        assert!(lookup(&root, "k1", &out).unwrap().is_none());
+        assert!(lookup(&root, "k1", &out, None).unwrap().is_none());
         assert!(!root.join("k1").exists());
     }
 }

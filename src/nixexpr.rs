@@ -25,6 +25,8 @@ pub struct Kernel<'a> {
     pub target: &'a str,
     /// `.config` contents.
     pub config: &'a str,
+    /// The dev output: a Nix path expression for it, its name and its narHash (SRI).
+    pub dev: Option<(String, String, &'a str)>,
 }
 
 /// Renders the expression for the output tree `out` and writes it to `<out>.nix`.
@@ -35,8 +37,22 @@ pub fn write_beside(
     nar_hash_sri: &str,
     target: &str,
     config: &str,
+    dev: Option<(&std::path::Path, &str)>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    let dev = match dev {
+        Some((path, sri)) => {
+            let name = crate::nar::default_name(path)?;
+            // Beside the output (the default) it is relative, so the pair can be moved together.
+            let expr = if path.parent() == out.parent() {
+                format!("./{name}")
+            } else {
+                format!("(/. + {})", lit(&path.display().to_string()))
+            };
+            Some((expr, name, sri))
+        }
+        None => None,
+    };
     let expr = render(&Kernel {
         out_name: &crate::nar::default_name(out)?,
         version,
@@ -44,6 +60,7 @@ pub fn write_beside(
         nar_hash_sri,
         target,
         config,
+        dev,
     });
     let path = crate::output::nix_path(out);
     pik_cache::atomic_write(&path, expr.as_bytes())
@@ -129,6 +146,17 @@ pub fn render(k: &Kernel) -> String {
         k.out_name,
         lit(k.out_name)
     );
+    match &k.dev {
+        Some((path, name, sri)) => {
+            let _ = writeln!(
+                s,
+                "  devTree = builtins.path {{ path = {path}; name = {}; sha256 = {}; }};",
+                lit(name),
+                lit(sri)
+            );
+        }
+        None => s.push_str("  devTree = null;\n"),
+    }
     let _ = writeln!(s, "  pname = {};", lit(&format!("linux-pik-{}", k.target)));
     s.push_str(
         r#"in
@@ -158,15 +186,19 @@ lib.makeOverridable (
     };
   in
   if stdenvNoCC == null then
-    # Without nixpkgs: the imported tree itself, with the same attributes.
+    # Without nixpkgs: the imported trees themselves, with the same attributes.
     passthru // { type = "derivation"; name = "${pname}-${version}"; outPath = "${tree}"; out = tree; }
+      // (if devTree != null then { dev = devTree; } else { })
   else
     stdenvNoCC.mkDerivation {
       inherit pname version passthru;
+      outputs = [ "out" ] ++ (if devTree != null then [ "dev" ] else [ ]);
       dontUnpack = true;
       dontFixup = true;
-      # The bytes exactly as pik built them (modules under $out/lib/modules).
-      installPhase = "cp -a ${tree} $out && chmod -R u+w $out";
+      # The bytes exactly as pik built them (modules under $out/lib/modules; what out-of-tree
+      # modules build against under $dev/lib/modules/<v>/build).
+      installPhase = "cp -a ${tree} $out && chmod -R u+w $out"
+        + (if devTree != null then " && cp -a ${devTree} $dev && chmod -R u+w $dev" else "");
     }
 ) { }
 "#,

@@ -55,6 +55,10 @@ pub struct Options {
     pub firmware_dir: Option<PathBuf>,
     /// `--no-memo`: do not look the whole build up in the memo.
     pub no_memo: bool,
+    /// `--dev`: where the dev output goes; `<out>-dev` when None.
+    pub dev: Option<PathBuf>,
+    /// `--no-dev`: no dev output.
+    pub no_dev: bool,
 }
 
 /// What the first steps produce, shared by `pik build` and `pik config`.
@@ -337,6 +341,11 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("result-{}", target_name(opt)))),
     )?;
+    let dev_out = match (&opt.dev, opt.no_dev) {
+        (_, true) => None,
+        (Some(d), false) => Some(kbuild::absolute(d)?),
+        (None, false) => Some(crate::dev::default_path(&out)),
+    };
     // The key is computed even with --no-memo, so the result is still stored for next time.
     let memo_key = if opt.config_only {
         None
@@ -345,14 +354,22 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         memo_key(opt)
     };
     if let Some(key) = memo_key.as_ref().filter(|_| !opt.no_memo) {
-        if let Some(hit) = crate::memo::lookup(&crate::memo::dir()?, key, &out)? {
+        if let Some(hit) = crate::memo::lookup(&crate::memo::dir()?, key, &out, dev_out.as_deref())?
+        {
             let m = crate::memo::publish(hit, key, &out, started.elapsed().as_secs_f64())?;
             if let Some(fw) = &opt.firmware_dir {
                 firmware_view(&out, &kbuild::absolute(fw)?)?;
             }
+            let dev_line = match m["dev"]["path"].as_str() {
+                Some(d) => format!(
+                    "pik: dev     {d} ({})\n",
+                    m["dev"]["nar"]["nar_hash"].as_str().unwrap_or_default()
+                ),
+                None => String::new(),
+            };
             let human = format!(
                 "pik: {} ({} {}) from the build memo in {:.2} s: nothing configured or compiled\n\
-                 pik: output  {}\npik: manifest {}\npik: nix     {} ({})",
+                 pik: output  {}\n{dev_line}pik: manifest {}\npik: nix     {} ({})",
                 m["kernelrelease"].as_str().unwrap_or_default(),
                 m["target"].as_str().unwrap_or_default(),
                 m["profile"].as_str().unwrap_or_default(),
@@ -432,6 +449,13 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     let staged = timed(&mut p.timings, "install", || {
         output::stage(&p.kbuild, &p.target, &release, modules, &out)
     })?;
+    let dev_lock = dev_out.as_deref().map(output::lock).transpose()?;
+    let dev_staged = match &dev_out {
+        Some(d) => Some(timed(&mut p.timings, "install", || {
+            crate::dev::stage(&p.kbuild, &release, d)
+        })?),
+        None => None,
+    };
     rep.phase(
         "output",
         &format!("verifying and publishing {}", out.display()),
@@ -446,6 +470,16 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     .context("computing the output's NAR hash")?;
     let host_cc = toolchain::first_line_of("gcc", &["--version"]).unwrap_or_default();
     let kernel_version = source::kernel_version(&p.kbuild.tree)?;
+    let dev = match (&dev_staged, &dev_out) {
+        (Some(staged), Some(path)) => Some(manifest::DevOutput::describe(staged.path(), path)?),
+        _ => None,
+    };
+    if let (Some(staged), Some(path)) = (dev_staged, &dev_out) {
+        let kept = staged.keep();
+        crate::fsutil::replace_dir(&kept, path).inspect_err(|_| {
+            let _ = crate::fsutil::remove_tree(&kept);
+        })?;
+    }
     output::publish(staged, &out)?;
     p.timings.insert("output".into(), t.elapsed().as_secs_f64());
     p.timings
@@ -489,6 +523,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         tree_blake3,
         nar,
         files,
+        dev,
         objects_compiled: compiled,
         cache: cache_summary.clone(),
         memo: memo_key
@@ -502,7 +537,9 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     pik_cache::atomic_write(&output::manifest_path(&out), &json)
         .with_context(|| format!("writing {}", output::manifest_path(&out).display()))?;
     if let Some(key) = &memo_key {
-        if let Err(e) = crate::memo::dir().and_then(|d| crate::memo::store(&d, key, &out, &json)) {
+        if let Err(e) = crate::memo::dir()
+            .and_then(|d| crate::memo::store(&d, key, &out, dev_out.as_deref(), &json))
+        {
             rep.warn(&format!("storing the build in the memo failed: {e:#}"));
         }
     }
@@ -513,8 +550,12 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         &m.nar.sri,
         &p.target.name,
         &std::fs::read_to_string(&config_path)?,
+        m.dev
+            .as_ref()
+            .map(|d| (Path::new(&d.path), d.nar.sri.as_str())),
     )?;
     drop(out_lock);
+    drop(dev_lock);
     if let Some(fw) = &opt.firmware_dir {
         rep.phase(
             "firmware",
@@ -532,8 +573,12 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         ),
         None => "pik: cache   off (--no-cache)\n".to_string(),
     };
+    let dev_line = match &m.dev {
+        Some(d) => format!("pik: dev     {} ({})\n", d.path, d.nar.nar_hash),
+        None => String::new(),
+    };
     let human = format!(
-        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\n{cache_line}pik: output  {}\npik: manifest {}\npik: nix     {} ({})",
+        "pik: built {} ({} {}) in {:.0} s: {} objects compiled\n{cache_line}pik: output  {}\n{dev_line}pik: manifest {}\npik: nix     {} ({})",
         release,
         p.target.name,
         p.profile,

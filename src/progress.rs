@@ -31,13 +31,18 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter for `json` mode, else a bar when stderr is a terminal, else plain lines.
     pub fn new(json: bool) -> Reporter {
-        let mode = if json {
+        Reporter::with_mode(if json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
             Mode::Bar
         } else {
             Mode::Plain
-        };
+        })
+    }
+
+    /// A reporter in the given mode (a build log, such as Nix's, wants plain lines even when
+    /// its stderr is a pseudo-terminal).
+    pub fn with_mode(mode: Mode) -> Reporter {
         Reporter {
             mode,
             bar: None,

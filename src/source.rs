@@ -203,7 +203,26 @@ pub fn digest(src: &Source) -> Result<blake3::Hash> {
     }
 }
 
+/// Slots of the source stat cache: room for a few kernel trees (~90 000 files each).
+const SOURCE_HASH_SLOTS: usize = 1 << 19;
+
+/// The stat cache of source file hashes (`<cache>/source-hashes.v1`), shared by every pik
+/// process, so an unchanged file of a tree is not read again; None when there is no cache dir
+/// (then every file is read).
+fn source_hashes() -> Option<pik_cache::filehash::FileHashCache> {
+    let dir = crate::paths::cache_dir().ok()?;
+    std::fs::create_dir_all(&dir).ok()?;
+    pik_cache::filehash::FileHashCache::open(&dir.join("source-hashes.v1"), SOURCE_HASH_SLOTS).ok()
+}
+
 fn tree_digest(root: &Path) -> Result<blake3::Hash> {
+    tree_digest_with(root, source_hashes().as_ref())
+}
+
+fn tree_digest_with(
+    root: &Path,
+    hashes: Option<&pik_cache::filehash::FileHashCache>,
+) -> Result<blake3::Hash> {
     let mut entries: Vec<(PathBuf, u8)> = Vec::new();
     let mut it = walkdir::WalkDir::new(root).follow_links(false).into_iter();
     while let Some(e) = it.next() {
@@ -239,11 +258,15 @@ fn tree_digest(root: &Path) -> Result<blake3::Hash> {
             rec.push(*kind);
             match kind {
                 b'f' => {
-                    let md = std::fs::metadata(&full)?;
+                    let (digest, md) = match hashes {
+                        Some(c) => c.digest_and_metadata(&full).map(|(d, md)| (d.0, md)),
+                        None => std::fs::metadata(&full).and_then(|md| {
+                            std::fs::read(&full).map(|b| (*blake3::hash(&b).as_bytes(), md))
+                        }),
+                    }
+                    .with_context(|| format!("reading {}", full.display()))?;
                     rec.push(u8::from(md.permissions().mode() & 0o111 != 0));
-                    let bytes = std::fs::read(&full)
-                        .with_context(|| format!("reading {}", full.display()))?;
-                    rec.extend_from_slice(blake3::hash(&bytes).as_bytes());
+                    rec.extend_from_slice(&digest);
                 }
                 b'l' => rec.extend_from_slice(std::fs::read_link(&full)?.as_os_str().as_bytes()),
                 _ => {}
@@ -280,6 +303,36 @@ mod tests {
             false
         ));
         assert!(!is_build_output(Path::new("include/configs"), true));
+    }
+
+    #[test]
+    fn tree_digest_stat_cache_sees_every_change() {
+        let t = tempfile::tempdir().unwrap();
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(tree.join("kernel")).unwrap();
+        let f = tree.join("kernel/fork.c");
+        std::fs::write(&f, "int a;").unwrap();
+        std::fs::write(tree.join("Makefile"), "all:").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let set_old = |p: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap()
+        };
+        set_old(&f);
+        let table = pik_cache::filehash::FileHashCache::open(&t.path().join("h"), 64).unwrap();
+        let plain = tree_digest_with(&tree, None).unwrap();
+        assert_eq!(tree_digest_with(&tree, Some(&table)).unwrap(), plain);
+        assert_eq!(tree_digest_with(&tree, Some(&table)).unwrap(), plain);
+        // Same size, mtime put back: only ctime tells, and it does.
+        std::fs::write(&f, "int b;").unwrap();
+        set_old(&f);
+        let changed = tree_digest_with(&tree, Some(&table)).unwrap();
+        assert_ne!(changed, plain);
+        assert_eq!(changed, tree_digest_with(&tree, None).unwrap());
     }
 
     #[test]

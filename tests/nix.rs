@@ -1,6 +1,7 @@
 //! pik and the real Nix (Debian's nix-bin): NAR bytes, narHash and store paths on edge trees and
-//! on a real kernel output, and the kernel package expression written beside the output. Nix only
-//! ever touches a throwaway store.
+//! on a real kernel output, the kernel package expression written beside the output, and pik as
+//! the builder of nix/kernel.nix with `nix-build --check`. Nix only ever touches a throwaway
+//! store.
 
 mod common;
 
@@ -154,6 +155,7 @@ let
 in {
   inherit (k) version modDirVersion target narHash;
   out = k.outPath;
+  dev = k.dev;
   yes16k = k.config.isYes "ARM64_16K_PAGES";
   enabledBridge = k.config.isEnabled "BRIDGE";
   moduleBridge = k.config.isModule "BRIDGE";
@@ -204,6 +206,8 @@ fn nix_expression_is_a_kernel_package_for_the_build() {
     assert_eq!(v["narHash"], m["nar"]["sri"]);
     // Imported by content: the tree lands at the store path pik computed.
     assert_eq!(v["out"], m["nar"]["store_path"]);
+    // So is the dev output (kernel.dev, what out-of-tree module packages build against).
+    assert_eq!(v["dev"], m["dev"]["nar"]["store_path"]);
     for (k, want) in [
         ("yes16k", true),
         ("enabledBridge", true),
@@ -241,6 +245,13 @@ fn nix_expression_is_a_kernel_package_for_the_build() {
         .status()
         .unwrap();
     assert!(st.success());
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(m["dev"]["path"].as_str().unwrap())
+        .arg(scratch.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
     std::fs::copy(&expr, copy.with_extension("nix")).unwrap();
     std::fs::write(copy.join("System.map"), "tampered").unwrap();
     let o = eval(&copy.with_extension("nix"));
@@ -250,4 +261,106 @@ fn nix_expression_is_a_kernel_package_for_the_build() {
         err.contains("hash mismatch") || err.contains("store path mismatch"),
         "{err}"
     );
+}
+
+/// `nix-build nix/kernel.nix` (pik as the builder) in a throwaway store, sandboxed (Nix 2.8
+/// always sandboxes a chroot store), host tools exposed through sandbox-paths; with
+/// `admin_cache`, the tests' pik cache is exposed at /var/cache/pik as an administrator would.
+fn nix_build_kernel(store: &Path, admin_cache: bool, check: bool) -> std::process::Output {
+    let mut paths = "/usr /bin /lib /lib64 /etc/alternatives".to_string();
+    if admin_cache {
+        paths.push_str(&format!(" /var/cache/pik={}", cache_dir().display()));
+    }
+    let mut c = Command::new("nix-build");
+    c.arg("--store")
+        .arg(store)
+        .args(["--no-out-link", "--option", "build-users-group", ""])
+        .args(["--option", "substituters", ""])
+        .args(["--option", "sandbox-paths", &paths])
+        .args(["--option", "cores", "0"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("nix/kernel.nix"))
+        .arg("--arg")
+        .arg("pik")
+        .arg(pik_bin())
+        .arg("--arg")
+        .arg("src")
+        .arg(debian_tarball())
+        .args([
+            "--argstr", "target", "bcm2712", "--argstr", "profile", "mini",
+        ]);
+    if check {
+        c.arg("--check");
+    }
+    run(&mut c)
+}
+
+/// The store path the builder reported for `output`.
+fn reported(log: &str, output: &str) -> String {
+    let prefix = format!("pik: output {output} = ");
+    log.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {prefix:?} line in the build log:\n{log}"))
+        .to_string()
+}
+
+#[test]
+fn derivation_with_pik_as_builder_rebuilds_bit_identical() {
+    let a = mini_build("bcm2712");
+    let scratch = shared().join("nix-builder");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let store = scratch.join("store");
+
+    // First build: the administrator's cache holds the host build's memo entry, so the sandboxed
+    // builder materializes it (same inputs, same tools: the key matches across host and sandbox).
+    let first = nix_build_kernel(&store, true, false);
+    assert!(first.status.success(), "nix-build failed");
+    let log = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(
+        log.contains("from the build memo"),
+        "expected a memo hit:\n{log}"
+    );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        log.contains(&format!("-j{cores}")),
+        "NIX_BUILD_CORES=0 means every core"
+    );
+    let out = reported(&log, "out");
+    let dev = reported(&log, "dev");
+    assert_eq!(text(first.stdout), out);
+    let hash_of = |p: &str| text(stdout_of(nix_store(&scratch).args(["-q", "--hash", p])));
+    // Nix's record of each output equals pik's own narHash of the host build.
+    assert_eq!(
+        hash_of(&out),
+        a.manifest["nar"]["nar_hash"].as_str().unwrap()
+    );
+    assert_eq!(
+        hash_of(&dev),
+        a.manifest["dev"]["nar"]["nar_hash"].as_str().unwrap()
+    );
+    let physical = store.join(out.trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read(physical.join("kernel_2712.img")).unwrap(),
+        std::fs::read(a.out.join("Image")).unwrap()
+    );
+
+    // --check: no pik cache reachable, so the sandbox compiles everything again (another
+    // workspace path, build dir /build, object cache off), and Nix finds every output
+    // bit-identical to the first.
+    let check = nix_build_kernel(&store, false, true);
+    let log = String::from_utf8_lossy(&check.stderr).to_string();
+    assert!(check.status.success(), "nix-build --check failed");
+    assert!(log.contains("no cache"), "{log}");
+    assert!(log.contains("pik: cache   off"), "{log}");
+    let compiled = format!(
+        "{} objects compiled\n",
+        a.manifest["objects_compiled"].as_u64().unwrap()
+    );
+    assert!(
+        log.contains(&compiled),
+        "the check compiled everything again"
+    );
+    assert_eq!(reported(&log, "out"), out);
+    assert_eq!(reported(&log, "dev"), dev);
 }

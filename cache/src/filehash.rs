@@ -187,13 +187,19 @@ impl FileHashCache {
 
     /// The BLAKE3 of the file's content, from the memo when its stat data is unchanged.
     pub fn digest(&self, path: &Path) -> io::Result<Digest> {
+        self.digest_and_metadata(path).map(|(d, _)| d)
+    }
+
+    /// [`FileHashCache::digest`], with the file's metadata from the same `stat` (a caller that
+    /// also wants the mode need not stat again).
+    pub fn digest_and_metadata(&self, path: &Path) -> io::Result<(Digest, std::fs::Metadata)> {
         let md = std::fs::metadata(path)?;
         let stamp = Stamp::of(&md);
         if let Some(d) = self.lookup(&stamp) {
-            return Ok(d);
+            return Ok((d, md));
         }
         let (d, _) = self.read_digest_stamped(path, stamp)?;
-        Ok(d)
+        Ok((d, md))
     }
 
     /// Reads the file and returns its hash and bytes, remembering the hash.

@@ -49,10 +49,16 @@ pub fn debian_tarball() -> PathBuf {
     p
 }
 
+/// The system PATH pik runs with in the tests (and nix/kernel.nix's default hostPath).
+pub const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A `pik` command with the shared cache and a clean environment.
 pub fn pik() -> Command {
     let mut c = Command::new(pik_bin());
     c.env("PIK_CACHE_DIR", cache_dir())
+        // The PATH nix/kernel.nix gives its builder, so host and sandbox builds find the same
+        // host tools (part of the memo key).
+        .env("PATH", HOST_PATH)
         .env_remove("PIK_KERNEL_SRC")
         .env_remove("CROSS_COMPILE")
         .env_remove("SOURCE_DATE_EPOCH");

@@ -1,0 +1,36 @@
+# A Raspberry Pi kernel built by pik as the derivation's builder (`pik nix-builder`).
+#
+#   nix-build nix/kernel.nix --arg pik /path/to/pik \
+#     --arg src /usr/src/linux-source-6.12.tar.xz --argstr target bcm2712 --argstr profile mini
+#
+# Outputs: out (Image, the firmware-named image, System.map, config, dtbs/, lib/modules/<v>/)
+# and dev (vmlinux, lib/modules/<v>/build for out-of-tree modules): the layout nixpkgs gives a
+# kernel. Without nixpkgs the tools come from the host, reachable in the sandbox through
+# sandbox-paths (e.g. `/usr /bin /lib /lib64 /etc/alternatives`); with nixpkgs, put them on
+# hostPath from store paths instead. A persistent pik cache can be exposed to the sandbox at
+# /var/cache/pik (extra-sandbox-paths), as NixOS does for ccache; it never changes the result.
+{ pik                  # the pik binary (a path: Nix copies it into the store)
+, src                  # the kernel source: a tarball (.tar.xz/.gz/.bz2/.zst) or a tree
+, target ? "bcm2712"   # bcm2712 (Pi 5, 16K pages) or bcm2711/rpi4 (4K pages)
+, profile ? "full"     # full, or mini (tinyconfig plus a Pi fragment)
+, fragments ? [ ]      # extra Kconfig fragments (paths)
+, set ? [ ]            # extra CONFIG_FOO=value settings, applied last
+, patches ? [ ]        # extra patches (paths), after the target's series
+, nixos ? true         # apply the options NixOS requires of a kernel
+, hostPath ? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+, system ? builtins.currentSystem
+}:
+derivation {
+  name = "linux-pik-${target}-${profile}";
+  inherit system target profile set nixos;
+  # "${path}" copies a path into the store (structured attributes do not coerce paths).
+  builder = "${pik}";
+  src = "${src}";
+  fragments = map (f: "${f}") fragments;
+  patches = map (p: "${p}") patches;
+  args = [ "nix-builder" ];
+  outputs = [ "out" "dev" ];
+  __structuredAttrs = true;
+  PATH = hostPath;
+  requiredSystemFeatures = [ "big-parallel" ];
+}

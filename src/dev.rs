@@ -1,0 +1,85 @@
+//! The `dev` output, as nixpkgs gives a kernel: `vmlinux` and `lib/modules/<release>/build`,
+//! the tree out-of-tree modules build against (`boot.extraModulePackages`,
+//! `make -C $dev/lib/modules/<v>/build M=$PWD modules`).
+//!
+//! The build tree is made by the kernel's own `scripts/package/install-extmod-build` (what
+//! Debian's linux-headers packages are made with): headers, arch Makefiles, `scripts/` with its
+//! built host programs, `Module.symvers`, `include/config/auto.conf` and the generated headers.
+//! pik adds `.config`, and stages everything beside the destination like the main output.
+
+use crate::kbuild::Kbuild;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// The kernel script that lays out an external-module build tree (Linux 6.8 and later).
+const SCRIPT: &str = "scripts/package/install-extmod-build";
+
+/// Stages the dev output of the finished build `kb` in a temp dir beside `dev`.
+pub fn stage(kb: &Kbuild, release: &str, dev: &Path) -> Result<tempfile::TempDir> {
+    let script = kb.tree.join(SCRIPT);
+    if !script.is_file() {
+        bail!(
+            "this kernel tree has no {SCRIPT} (it came with Linux 6.8), so pik cannot lay out the \
+             dev output for out-of-tree modules: pass --no-dev, or build a newer tree"
+        );
+    }
+    let dir = crate::output::temp_beside(dev)?;
+    let build = dir.path().join("lib/modules").join(release).join("build");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&kb.log)
+        .with_context(|| format!("opening the build log {}", kb.log.display()))?;
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .arg(&build)
+        .current_dir(&kb.build_dir)
+        .env("srctree", &kb.tree)
+        .env("SRCARCH", &kb.arch)
+        // CC = HOSTCC keeps scripts/ as built: host programs for the machine that builds the
+        // modules (the script would otherwise rebuild them for the kernel's architecture).
+        .env("CC", "gcc")
+        .env("HOSTCC", "gcc")
+        .env("MAKE", "make")
+        .env("LC_ALL", "C")
+        .stdout(log.try_clone()?)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{SCRIPT} failed ({}): {}\nbuild dir (kept): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            kb.build_dir.display()
+        );
+    }
+    std::fs::copy(kb.build_dir.join(".config"), build.join(".config"))
+        .context("copying .config into the dev output")?;
+    // An intermediate the script keeps, like the objects it deletes; it records the build
+    // dir's absolute path, which would make the dev output depend on where pik built.
+    let _ = std::fs::remove_file(build.join("scripts/mod/devicetable-offsets.s"));
+    std::fs::copy(kb.build_dir.join("vmlinux"), dir.path().join("vmlinux"))
+        .context("copying vmlinux into the dev output")?;
+    for need in [
+        "Module.symvers",
+        "Makefile",
+        "include/config/auto.conf",
+        ".config",
+    ] {
+        if !build.join(need).exists() {
+            bail!(
+                "the dev output lacks lib/modules/{release}/build/{need} after {SCRIPT}: see {}",
+                kb.log.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// The default dev output path for an output tree: `<out>-dev` beside it.
+pub fn default_path(out: &Path) -> std::path::PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push("-dev");
+    std::path::PathBuf::from(s)
+}
