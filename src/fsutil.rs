@@ -203,6 +203,17 @@ fn is_executable(p: &Path) -> bool {
 /// Copies a tree (files, symlinks, the owner-execute bit), reflinking where the filesystem can
 /// (std's copy uses copy_file_range).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    place_tree(from, to, false)
+}
+
+/// Like [`copy_tree`], but hard-links files where it can (same filesystem), copying otherwise.
+/// For trees whose every reader verifies content (the build memo): creating thousands of files
+/// costs seconds on some filesystems, linking them a fraction of that.
+pub fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    place_tree(from, to, true)
+}
+
+fn place_tree(from: &Path, to: &Path, link: bool) -> Result<()> {
     for e in walkdir::WalkDir::new(from).follow_links(false) {
         let e = e?;
         let rel = e.path().strip_prefix(from)?;
@@ -212,7 +223,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
             std::fs::create_dir_all(&dst)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dst)?;
-        } else {
+        } else if !(link && std::fs::hard_link(e.path(), &dst).is_ok()) {
             std::fs::copy(e.path(), &dst)
                 .with_context(|| format!("copying {}", e.path().display()))?;
         }

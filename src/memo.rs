@@ -1,7 +1,9 @@
 //! The whole-build memo: a key over every input that extraction, patching, Kconfig and kbuild
-//! read, computed before any of them runs, mapping to a finished output tree. A hit copies the
-//! stored tree into place (verified file by file against its manifest) and runs no Kconfig and
-//! no make at all.
+//! read, computed before any of them runs, mapping to a finished output tree. A hit places the
+//! stored tree (hard links where the filesystem allows, else copies) and verifies it file by file
+//! against its manifest, and runs no Kconfig and no make at all. Because outputs may share inodes
+//! with an entry, a file changed in place in an output damages the entry; the next lookup's
+//! verification sees that, drops the entry and builds.
 //!
 //! Entries live in `<cache>/memo/<key>/` (`tree/`, `dev/` when the dev output was built, plus
 //! `manifest.json`), written through a temp
@@ -109,9 +111,9 @@ pub fn store(
     }
     std::fs::create_dir_all(root)?;
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(root)?;
-    crate::fsutil::copy_tree(out, &tmp.path().join("tree"))?;
+    crate::fsutil::link_tree(out, &tmp.path().join("tree"))?;
     if let Some(dev) = dev {
-        crate::fsutil::copy_tree(dev, &tmp.path().join("dev"))?;
+        crate::fsutil::link_tree(dev, &tmp.path().join("dev"))?;
     }
     std::fs::write(tmp.path().join("manifest.json"), manifest_json)?;
     let kept = tmp.keep();
@@ -154,14 +156,14 @@ pub fn lookup(root: &Path, key: &str, out: &Path, dev: Option<&Path>) -> Result<
         let dest = staged.path();
         // The temp dir exists; copy the tree's content into it.
         std::fs::remove_dir(dest)?;
-        crate::fsutil::copy_tree(&e.join("tree"), dest)?;
+        crate::fsutil::link_tree(&e.join("tree"), dest)?;
         let (files, _) = manifest::describe_tree(dest)?;
         if serde_json::to_value(&files)? != m["files"] {
             return Ok(None);
         }
         if let Some(d) = &dev_staged {
             std::fs::remove_dir(d.path())?;
-            crate::fsutil::copy_tree(&e.join("dev"), d.path())?;
+            crate::fsutil::link_tree(&e.join("dev"), d.path())?;
             if manifest::describe_tree(d.path())?.1
                 != m["dev"]["tree_blake3"].as_str().unwrap_or("")
             {

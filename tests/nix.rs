@@ -339,6 +339,15 @@ fn derivation_with_pik_as_builder_rebuilds_bit_identical() {
         hash_of(&dev),
         a.manifest["dev"]["nar"]["nar_hash"].as_str().unwrap()
     );
+    // The outputs refer to no store path (not to pik, not to the source): they are the bare trees.
+    for p in [&out, &dev] {
+        let refs = text(stdout_of(nix_store(&scratch).args([
+            "-q",
+            "--references",
+            p,
+        ])));
+        assert!(refs.is_empty() || refs == *p, "{p} refers to {refs}");
+    }
     let physical = store.join(out.trim_start_matches('/'));
     assert_eq!(
         std::fs::read(physical.join("kernel_2712.img")).unwrap(),
