@@ -4,7 +4,6 @@
 //! snippets with the settings known for the Pi 5. Written from an output tree into a temp dir
 //! and swapped into place, like the output itself.
 
-use crate::fsutil;
 use crate::output;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -75,10 +74,7 @@ pub fn write(src: &Source, dir: &Path) -> Result<Vec<String>> {
     files.push("config.txt".into());
     std::fs::write(root.join("cmdline.txt"), cmdline_txt())?;
     files.push("cmdline.txt".into());
-    let kept = tmp.keep();
-    fsutil::replace_dir(&kept, dir).inspect_err(|_| {
-        let _ = fsutil::remove_tree(&kept);
-    })?;
+    crate::output::swap_in(tmp, dir)?;
     Ok(files)
 }
 

@@ -205,16 +205,10 @@ pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_js
     if let Some((staged, dest)) = hit.dev {
         dev_lock = Some(output::lock(&dest)?);
         let d = manifest::DevOutput::describe(staged.path(), &dest)?;
-        let kept = staged.keep();
-        crate::fsutil::replace_dir(&kept, &dest).inspect_err(|_| {
-            let _ = crate::fsutil::remove_tree(&kept);
-        })?;
+        output::swap_in(staged, &dest)?;
         m["dev"] = serde_json::to_value(&d)?;
     }
-    let kept = hit.staged.keep();
-    crate::fsutil::replace_dir(&kept, out).inspect_err(|_| {
-        let _ = crate::fsutil::remove_tree(&kept);
-    })?;
+    output::swap_in(hit.staged, out)?;
     pik_cache::atomic_write(&output::manifest_path(out), &serde_json::to_vec_pretty(&m)?)?;
     let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
     crate::nixexpr::write_beside(

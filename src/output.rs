@@ -164,8 +164,14 @@ pub fn check_layout(root: &Path, target: &Target, release: &str, modules: bool) 
 
 /// Moves the staged tree to `out`, replacing what was there in one step.
 pub fn publish(staged: Staged, out: &Path) -> Result<()> {
-    let path = staged.dir.keep();
-    fsutil::replace_dir(&path, out).inspect_err(|_| {
+    swap_in(staged.dir, out)
+}
+
+/// Swaps a tree staged in a temp dir (from [`temp_beside`]) into place at `dest` in one step;
+/// on failure the staged tree is removed and `dest` is left as it was.
+pub fn swap_in(staged: tempfile::TempDir, dest: &Path) -> Result<()> {
+    let path = staged.keep();
+    fsutil::replace_dir(&path, dest).inspect_err(|_| {
         let _ = fsutil::remove_tree(&path);
     })
 }

@@ -475,10 +475,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         _ => None,
     };
     if let (Some(staged), Some(path)) = (dev_staged, &dev_out) {
-        let kept = staged.keep();
-        crate::fsutil::replace_dir(&kept, path).inspect_err(|_| {
-            let _ = crate::fsutil::remove_tree(&kept);
-        })?;
+        output::swap_in(staged, path)?;
     }
     output::publish(staged, &out)?;
     p.timings.insert("output".into(), t.elapsed().as_secs_f64());
