@@ -49,6 +49,8 @@ struct Bench {
     config: PathBuf,
     targets: Vec<String>,
     pik: PathBuf,
+    /// What `pik build` tells its wrapper about the workspace (see `wrapper::TREE_ENV`).
+    tree_env: (&'static str, std::ffi::OsString),
 }
 
 impl Bench {
@@ -105,7 +107,8 @@ impl Bench {
             }
             Who::Pik => {
                 c.env("PIK_OBJECT_CACHE_DIR", &cache)
-                    .env("PIK_CACHE_DIR", self.dir.join("pik-state"));
+                    .env("PIK_CACHE_DIR", self.dir.join("pik-state"))
+                    .env(self.tree_env.0, &self.tree_env.1);
             }
             Who::Plain => {}
         }
@@ -200,7 +203,8 @@ fn time_hits(b: &Bench, who: Who, bdir: &Path, line: &str, calls: usize) -> Vec<
                 c.env("CCACHE_DIR", b.cache_dir(who));
             }
             Who::Pik => {
-                c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who));
+                c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who))
+                    .env(b.tree_env.0, &b.tree_env.1);
             }
             Who::Plain => {}
         }
@@ -261,8 +265,13 @@ fn main() {
         })
         .map(PathBuf::from)
         .expect("srctree in the build dir's Makefile");
+    // As `pik build` does once its workspace is ready: the workspace's key vouches for it.
+    let tree = std::fs::canonicalize(&tree).unwrap();
+    let key = tree.file_name().unwrap().to_string_lossy().into_owned();
+    let tree_env = pik::wrapper::source_tree_env(&key, &tree);
     let b = Bench {
         dir: dir.clone(),
+        tree_env,
         tree,
         config: cfg_dir.join(".config"),
         targets,
@@ -321,7 +330,9 @@ fn main() {
                 format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
             );
             match who {
-                Who::Pik => c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who)),
+                Who::Pik => c
+                    .env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who))
+                    .env(b.tree_env.0, &b.tree_env.1),
                 Who::CcacheDepend => c
                     .env("CCACHE_DIR", b.cache_dir(who))
                     .env("CCACHE_DEPEND", "1"),

@@ -104,6 +104,8 @@ pub struct Kbuild {
     pub masquerade: Option<PathBuf>,
     /// Where wrapped compiles log their hits and misses for this build.
     pub cache_log: Option<PathBuf>,
+    /// pik vouching for its private source tree to the cache (see `wrapper::TREE_ENV`).
+    pub cache_tree: Option<(&'static str, std::ffi::OsString)>,
 }
 
 impl Kbuild {
@@ -140,6 +142,10 @@ impl Kbuild {
         match &self.cache_log {
             Some(l) => cmd.env(crate::wrapper::SESSION_LOG_ENV, l),
             None => cmd.env_remove(crate::wrapper::SESSION_LOG_ENV),
+        };
+        match &self.cache_tree {
+            Some((k, v)) => cmd.env(k, v),
+            None => cmd.env_remove(crate::wrapper::TREE_ENV),
         };
         cmd.arg("-C")
             .arg(&self.tree)

@@ -93,7 +93,7 @@ pub fn key(inp: &Inputs) -> Result<String> {
 
 fn file_hash_path(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    Ok(root.join("filehash.v1"))
+    Ok(root.join("filehash.v2"))
 }
 
 /// Stores a finished output tree (and its dev tree) with its manifest under `key` (best effort; a

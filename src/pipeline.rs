@@ -194,14 +194,18 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
             .unwrap_or(1)
     });
     let epoch = epoch()?;
-    let (masquerade, cache_log) = if opt.no_cache {
-        (None, None)
+    let (masquerade, cache_log, cache_tree) = if opt.no_cache {
+        (None, None, None)
     } else {
         let cache_log = build_dir.join("pik-cache.log");
         let _ = std::fs::remove_file(&cache_log);
+        // The workspace is pik's own and keyed by its content, so the cache may trust it by id.
+        let root = std::fs::canonicalize(&workspace.tree)
+            .with_context(|| format!("resolving {}", workspace.tree.display()))?;
         (
             Some(crate::wrapper::masquerade_dir(&[tc.cc_name()])?),
             Some(cache_log),
+            Some(crate::wrapper::source_tree_env(&workspace.key, &root)),
         )
     };
     let kb = Kbuild {
@@ -214,6 +218,7 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
         log,
         masquerade,
         cache_log,
+        cache_tree,
     };
     Ok(Prepared {
         target,

@@ -206,13 +206,13 @@ pub fn digest(src: &Source) -> Result<blake3::Hash> {
 /// Slots of the source stat cache: room for a few kernel trees (~90 000 files each).
 const SOURCE_HASH_SLOTS: usize = 1 << 19;
 
-/// The stat cache of source file hashes (`<cache>/source-hashes.v1`), shared by every pik
+/// The stat cache of source file hashes (`<cache>/source-hashes.v2`), shared by every pik
 /// process, so an unchanged file of a tree is not read again; None when there is no cache dir
 /// (then every file is read).
 fn source_hashes() -> Option<pik_cache::filehash::FileHashCache> {
     let dir = crate::paths::cache_dir().ok()?;
     std::fs::create_dir_all(&dir).ok()?;
-    pik_cache::filehash::FileHashCache::open(&dir.join("source-hashes.v1"), SOURCE_HASH_SLOTS).ok()
+    pik_cache::filehash::FileHashCache::open(&dir.join("source-hashes.v2"), SOURCE_HASH_SLOTS).ok()
 }
 
 fn tree_digest(root: &Path) -> Result<blake3::Hash> {

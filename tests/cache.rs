@@ -167,8 +167,10 @@ fn objects(dir: &Path, suffix: &str) -> BTreeMap<String, Vec<u8>> {
 /// Objects whose kbuild dependency list (`.cmd`) names `header`: kbuild's own rebuild set.
 fn includers(bdir: &Path, header: &Path) -> BTreeSet<String> {
     let needle = format!("{} ", header.display());
-    files_with_suffix(bdir, ".o.cmd")
-        .into_iter()
+    // Objects and -S outputs (asm-offsets.s): both are compiles the cache serves.
+    let mut cmds = files_with_suffix(bdir, ".o.cmd");
+    cmds.extend(files_with_suffix(bdir, ".s.cmd"));
+    cmds.into_iter()
         .filter(|p| std::fs::read_to_string(p).unwrap().contains(&needle))
         .map(|p| {
             let rel = p.strip_prefix(bdir).unwrap();
@@ -190,7 +192,8 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
     let base = shared().join("cache-warm");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
-    let build = |extra: &[&str]| {
+    // A `pik build` of bcm2712 mini into `dir` (result/, build/) on the shared build's cache.
+    let build_at = |dir: &Path, extra: &[&str]| {
         run_ok(
             pik()
                 .env("PIK_OBJECT_CACHE_DIR", objects_dir("bcm2712"))
@@ -202,17 +205,17 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
                     "mini",
                     "-j2",
                     "--no-memo",
-                    "--source",
                 ])
-                .arg(&tree)
                 .arg("--out")
-                .arg(base.join("result"))
+                .arg(dir.join("result"))
                 .arg("--build-dir")
-                .arg(base.join("build"))
+                .arg(dir.join("build"))
                 .args(extra),
         );
-        read_json(&base.join("result.json"))
+        read_json(&dir.join("result.json"))
     };
+    let src = tree.to_str().unwrap();
+    let build = |extra: &[&str]| build_at(&base, &[&["--source", src][..], extra].concat());
     let m = build(&[]);
     let c = &m["cache"];
     let (hits, misses) = (c["hits"].as_u64().unwrap(), c["misses"].as_u64().unwrap());
@@ -244,6 +247,10 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
         "modules differ"
     );
 
+    // Another tree (another workspace id): every hit checked header by header.
+    let hows = hit_reasons(&base.join("build/pik-cache.log"));
+    assert_eq!(hows.keys().collect::<Vec<_>>(), ["deps"], "{hows:?}");
+
     // The cache off, then on again, in the same build dir: nothing is rebuilt either time
     // (kbuild's recorded command lines do not change with the cache).
     for extra in [&["--no-cache"][..], &[][..]] {
@@ -251,6 +258,40 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
         assert_eq!(m["objects_compiled"], 0, "rebuilt with {extra:?}");
         assert_eq!(m["files"], a.manifest["files"]);
     }
+
+    // The shared build's own source again, in a fresh build dir: pik vouches for the same
+    // workspace, so hits check only the files outside it (generated headers) — and the result
+    // is still the same kernel.
+    let same = base.join("same-tree");
+    let m = build_at(&same, &["--no-dev"]);
+    let c = &m["cache"];
+    let (hits, misses) = (c["hits"].as_u64().unwrap(), c["misses"].as_u64().unwrap());
+    assert!(hits * 100 >= (hits + misses) * 99, "{c}");
+    let hows = hit_reasons(&same.join("build/pik-cache.log"));
+    eprintln!("same workspace: {hows:?}, {misses} misses");
+    assert!(
+        hows.get("tree").copied().unwrap_or(0) as u64 * 100 >= hits * 99,
+        "hits in the vouched-for tree should skip its headers: {hows:?}"
+    );
+    assert_eq!(m["files"], a.manifest["files"], "output trees differ");
+    assert_eq!(
+        std::fs::read(same.join("build/vmlinux")).unwrap(),
+        std::fs::read(a.build_dir.join("vmlinux")).unwrap(),
+        "vmlinux differs"
+    );
+    let _ = std::fs::remove_dir_all(&same);
+}
+
+/// How the session log's hits were validated (`tree` or `deps`), with counts.
+fn hit_reasons(log: &Path) -> BTreeMap<String, u32> {
+    let mut n = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        if let Some(rest) = line.strip_prefix("h ") {
+            let how = rest.split(' ').next().unwrap_or_default();
+            *n.entry(how.to_string()).or_default() += 1;
+        }
+    }
+    n
 }
 
 #[test]
@@ -500,24 +541,89 @@ fn two_builds_at_once_on_one_empty_cache() {
 
 /// `pik cc` with a private store, in `dir`.
 fn cc(dir: &Path, store: &Path, args: &[&str]) -> Output {
+    cc_env(dir, store, args, &[])
+}
+
+fn cc_env(dir: &Path, store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     run(Command::new(pik_bin())
         .current_dir(dir)
         .env("PIK_OBJECT_CACHE_DIR", store)
         .env("PIK_SESSION_LOG", store.with_extension("log"))
+        .envs(env.iter().copied())
         .arg("cc")
         .arg("aarch64-linux-gnu-gcc")
         .args(args))
 }
 
-fn last_event(store: &Path) -> String {
+/// The last session-log line's kind and reason (`h tree`, `m -`, …).
+fn last_line(store: &Path) -> String {
     let text = std::fs::read_to_string(store.with_extension("log")).unwrap();
-    text.lines()
-        .last()
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string()
+    let line = text.lines().last().unwrap().to_string();
+    line.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn last_event(store: &Path) -> String {
+    last_line(store).split(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn a_vouched_for_tree_is_trusted_only_for_files_older_than_the_build() {
+    let base = tempfile::tempdir().unwrap();
+    let tree = base.path().join("tree");
+    std::fs::create_dir_all(tree.join("include")).unwrap();
+    std::fs::write(tree.join("include/b.h"), "#define V 1\n").unwrap();
+    std::fs::write(tree.join("a.c"), "#include \"b.h\"\nint v = V;\n").unwrap();
+    let root = tree.canonicalize().unwrap();
+    let work = base.path().join("obj");
+    std::fs::create_dir_all(&work).unwrap();
+    let (inc, map, src) = (
+        format!("-I{}/include", root.display()),
+        format!("-fmacro-prefix-map={}/=", root.display()),
+        format!("{}/a.c", root.display()),
+    );
+    let args = [
+        "-Wp,-MMD,.a.o.d",
+        &inc,
+        &map,
+        "-O2",
+        "-c",
+        &src,
+        "-o",
+        "a.o",
+    ];
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_string()
+    };
+    let vouch = |since: &str| format!("tree-1 {since} {}", root.display());
+
+    // Files older than the build: later calls in the same tree check only what lies outside it.
+    let store = base.path().join("objects");
+    let since = ns(std::time::SystemTime::now() + std::time::Duration::from_secs(1));
+    let env = [("PIK_SOURCE_TREE", vouch(&since))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert!(cc_env(&work, &store, &args, &env).status.success());
+    assert_eq!(last_line(&store), "m -");
+    assert!(cc_env(&work, &store, &args, &env).status.success());
+    assert_eq!(last_line(&store), "h tree");
+    // Without the vouching (or under another id), the same entry is checked file by file.
+    assert!(cc(&work, &store, &args).status.success());
+    assert_eq!(last_line(&store), "h deps");
+
+    // A build that began before the tree's files last changed (an edit while it ran) must not
+    // vouch for them: the entry is untagged, so a changed header is still caught.
+    let store = base.path().join("objects-2");
+    let env = [("PIK_SOURCE_TREE", vouch("1"))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert!(cc_env(&work, &store, &args, &env).status.success());
+    assert_eq!(last_line(&store), "m -");
+    let first = std::fs::read(work.join("a.o")).unwrap();
+    std::fs::write(tree.join("include/b.h"), "#define V 2\n").unwrap();
+    assert!(cc_env(&work, &store, &args, &env).status.success());
+    assert_eq!(last_line(&store), "m -");
+    assert_ne!(std::fs::read(work.join("a.o")).unwrap(), first);
 }
 
 #[test]

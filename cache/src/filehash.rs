@@ -2,6 +2,11 @@
 //! changed is not read again by every process that needs its hash (a compiler wrapper checks a few
 //! hundred headers per call).
 //!
+//! A table may also remember one caller-defined word per file computed from its content (an
+//! "attribute", e.g. whether a header contains some directive), so a caller that needs it does
+//! not read the file either. The function is fixed when the table is opened; a table file must
+//! always be opened with the same one (version the file name when it changes).
+//!
 //! Stat data is only ever a cache of a content hash: a slot is used only when device, inode, size,
 //! mtime and ctime all match, and a file is remembered only once its timestamps are older than
 //! [`SETTLE`] (file timestamps are coarse, so a file written twice within one tick could otherwise
@@ -18,13 +23,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Files whose mtime or ctime is younger than this are hashed but not remembered.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
-const WORDS: usize = 10;
+/// Stamp (5 words), digest (4), attribute (1), checksum (1).
+const WORDS: usize = 11;
+
+/// A function computing a file's attribute word from its content.
+pub type AttrFn = fn(&[u8]) -> u64;
+
+fn no_attr(_: &[u8]) -> u64 {
+    0
+}
 
 /// The memo: a fixed-size table in a file mapped shared by every process using the store.
 pub struct FileHashCache {
     slots: &'static [AtomicU64],
     nslots: usize,
     len: usize,
+    attr: AttrFn,
     _file: File,
 }
 
@@ -89,6 +103,11 @@ fn check(words: &[u64; WORDS - 1]) -> u64 {
 impl FileHashCache {
     /// Opens (creating if needed) the memo file at `path` with room for `nslots` files.
     pub fn open(path: &Path, nslots: usize) -> io::Result<Self> {
+        Self::open_with_attr(path, nslots, no_attr)
+    }
+
+    /// [`FileHashCache::open`], remembering `attr(content)` beside each file's hash.
+    pub fn open_with_attr(path: &Path, nslots: usize, attr: AttrFn) -> io::Result<Self> {
         let nslots = nslots.max(16);
         let len = nslots * WORDS * 8;
         let file = OpenOptions::new()
@@ -122,6 +141,7 @@ impl FileHashCache {
             slots,
             nslots,
             len,
+            attr,
             _file: file,
         })
     }
@@ -142,7 +162,7 @@ impl FileHashCache {
         w
     }
 
-    fn lookup(&self, s: &Stamp) -> Option<Digest> {
+    fn lookup(&self, s: &Stamp) -> Option<(Digest, u64)> {
         let first = self.index(s);
         for slot in [first, (first + 1) % self.nslots] {
             let w = self.load(slot);
@@ -152,13 +172,13 @@ impl FileHashCache {
                 for i in 0..4 {
                     d[i * 8..i * 8 + 8].copy_from_slice(&w[5 + i].to_le_bytes());
                 }
-                return Some(Digest(d));
+                return Some((Digest(d), w[9]));
             }
         }
         None
     }
 
-    fn remember(&self, s: &Stamp, d: &Digest) {
+    fn remember(&self, s: &Stamp, d: &Digest, attr: u64) {
         if !s.settled() {
             return;
         }
@@ -176,6 +196,7 @@ impl FileHashCache {
         for i in 0..4 {
             body[5 + i] = u64::from_le_bytes(d.0[i * 8..i * 8 + 8].try_into().unwrap());
         }
+        body[9] = attr;
         let base = slot * WORDS;
         // Invalidate first so a reader never pairs the new body with the old checksum.
         self.slots[base + WORDS - 1].store(0, Ordering::Relaxed);
@@ -193,31 +214,46 @@ impl FileHashCache {
     /// [`FileHashCache::digest`], with the file's metadata from the same `stat` (a caller that
     /// also wants the mode need not stat again).
     pub fn digest_and_metadata(&self, path: &Path) -> io::Result<(Digest, std::fs::Metadata)> {
+        self.digest_attr_and_metadata(path)
+            .map(|(d, _, md)| (d, md))
+    }
+
+    /// [`FileHashCache::digest_and_metadata`] plus the file's attribute word.
+    pub fn digest_attr_and_metadata(
+        &self,
+        path: &Path,
+    ) -> io::Result<(Digest, u64, std::fs::Metadata)> {
         let md = std::fs::metadata(path)?;
         let stamp = Stamp::of(&md);
-        if let Some(d) = self.lookup(&stamp) {
-            return Ok((d, md));
+        if let Some((d, a)) = self.lookup(&stamp) {
+            return Ok((d, a, md));
         }
-        let (d, _) = self.read_digest_stamped(path, stamp)?;
-        Ok((d, md))
+        let (d, a, _) = self.read_digest_stamped(path, stamp)?;
+        Ok((d, a, md))
     }
 
     /// Reads the file and returns its hash and bytes, remembering the hash.
     pub fn read(&self, path: &Path) -> io::Result<(Digest, Vec<u8>)> {
         let md = std::fs::metadata(path)?;
         self.read_digest_stamped(path, Stamp::of(&md))
+            .map(|(d, _, b)| (d, b))
     }
 
-    fn read_digest_stamped(&self, path: &Path, before: Stamp) -> io::Result<(Digest, Vec<u8>)> {
+    fn read_digest_stamped(
+        &self,
+        path: &Path,
+        before: Stamp,
+    ) -> io::Result<(Digest, u64, Vec<u8>)> {
         let mut f = File::open(path)?;
         let mut bytes = Vec::with_capacity(before.size as usize);
         f.read_to_end(&mut bytes)?;
         let d = Digest::of(&bytes);
+        let a = (self.attr)(&bytes);
         // Remember only if the file did not change while it was read.
         if Stamp::of(&f.metadata()?) == before {
-            self.remember(&before, &d);
+            self.remember(&before, &d, a);
         }
-        Ok((d, bytes))
+        Ok((d, a, bytes))
     }
 }
 
@@ -248,8 +284,8 @@ mod tests {
             ctime: 1,
             ..s
         };
-        c.remember(&old, &Digest::of(b"one"));
-        assert_eq!(c.lookup(&old), Some(Digest::of(b"one")));
+        c.remember(&old, &Digest::of(b"one"), 0);
+        assert_eq!(c.lookup(&old), Some((Digest::of(b"one"), 0)));
         // Changing the content changes size/ctime: the memo is not consulted for the new file.
         age(&f);
         fs::write(&f, b"two!").unwrap();
@@ -263,5 +299,24 @@ mod tests {
         };
         c.slots[slot * WORDS + 6].fetch_xor(1, Ordering::Relaxed);
         assert!(c.lookup(&old).is_none());
+    }
+
+    #[test]
+    fn remembers_the_attribute_with_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = FileHashCache::open_with_attr(&dir.path().join("memo"), 64, |b| b.len() as u64)
+            .unwrap();
+        let f = dir.path().join("a.h");
+        fs::write(&f, b"12345").unwrap();
+        let (d, a, _) = c.digest_attr_and_metadata(&f).unwrap();
+        assert_eq!((d, a), (Digest::of(b"12345"), 5));
+        // Once settled, served from the table, attribute included.
+        let s = Stamp {
+            mtime: 1,
+            ctime: 1,
+            ..Stamp::of(&fs::metadata(&f).unwrap())
+        };
+        c.remember(&s, &d, a);
+        assert_eq!(c.lookup(&s), Some((Digest::of(b"12345"), 5)));
     }
 }

@@ -22,6 +22,8 @@ const ACTION_MAGIC: &[u8; 8] = b"PIKACT01";
 const ENTRY_MAGIC: &[u8; 8] = b"PIKENT01";
 /// Largest payload an entry may declare; anything bigger is a damaged header.
 const ENTRY_MAX: u64 = 1 << 32;
+/// zstd level for entries.
+const ENTRY_LEVEL: i32 = 7;
 /// The store's parts, each a directory of `xx/yyyy…` files.
 const KINDS: [&str; 3] = ["blobs", "actions", "entries"];
 
@@ -107,7 +109,9 @@ impl Store {
         body.extend_from_slice(ENTRY_MAGIC);
         body.extend_from_slice(&Digest::of(payload).0);
         body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        body.extend_from_slice(&zstd::bulk::compress(payload, 3)?);
+        // Level 7: ~7 % smaller than 3 on an object plus its depfile for ~1 ms more per write
+        // (measured with `zstd -b3 -e15` on kernel/fork.o + its depfile); reads are as fast.
+        body.extend_from_slice(&zstd::bulk::compress(payload, ENTRY_LEVEL)?);
         store_write(&self.entry_path(key), &body)?;
         Ok(body.len() as u64)
     }

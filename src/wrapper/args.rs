@@ -101,6 +101,7 @@ const KNOWN_PREFIXES: &[&str] = &[
     "-rdynamic",
     "-w",
     "-c",
+    "-S",
     "-o",
     "-x",
     "-MD",
@@ -117,7 +118,6 @@ const KNOWN_PREFIXES: &[&str] = &[
 /// Flags that make a call uncacheable, with the reason counted (a trailing `*` matches a prefix).
 const REFUSED: &[(&str, &str)] = &[
     ("-E", "preprocess only (-E)"),
-    ("-S", "assembly output (-S)"),
     ("-M", "dependency output only (-M)"),
     ("-MM", "dependency output only (-M)"),
     ("-v", "information query"),
@@ -202,7 +202,9 @@ pub fn classify(args: &[OsString]) -> Call {
             None
         };
         match a {
-            "-c" => compile = true,
+            // -S (assembly out, e.g. kbuild's asm-offsets.s) is as cacheable as -c; both are
+            // in the key, so their results never mix.
+            "-c" | "-S" => compile = true,
             "-o" => output = value.map(PathBuf::from),
             "-MD" | "-MMD" => dep_requested = true,
             "-MF" => depfile = value.map(PathBuf::from),
@@ -263,7 +265,7 @@ pub fn classify(args: &[OsString]) -> Call {
         i += if takes_value { 2 } else { 1 };
     }
     if !compile {
-        return Call::Uncacheable("not a compile (-c missing: link or query)");
+        return Call::Uncacheable("not a compile (no -c or -S: link or query)");
     }
     let input = match inputs.len() {
         0 => return Call::Uncacheable("no input file"),
@@ -306,6 +308,15 @@ fn map_old(m: &str) -> Vec<u8> {
     let old = m.rsplit_once('=').map(|(o, _)| o).unwrap_or(m);
     let old = old.trim_end_matches('/');
     old.as_bytes().to_vec()
+}
+
+/// True when the normalized path `d` lies under the i-th portable prefix (no `..` component, so
+/// it cannot climb out of it).
+pub fn under_prefix(d: &[u8], i: usize) -> bool {
+    let m = marker(i);
+    d.strip_prefix(m.as_slice()).is_some_and(|rest| {
+        rest.starts_with(b"/") && !rest.split(|&b| b == b'/').any(|c| c == b"..")
+    })
 }
 
 /// Placeholder for the i-th portable prefix in keys and stored text.
@@ -392,6 +403,11 @@ mod tests {
             denormalize(&n, &[b"/other".to_vec()]),
             b"-I/other/include /src2/x /other"
         );
+        let inside = |p: &[u8]| under_prefix(&normalize(p, &c.portable), 0);
+        assert!(inside(b"/src/include/linux/a.h"));
+        assert!(!inside(b"/src/../etc/passwd"));
+        assert!(!inside(b"/src2/a.h"));
+        assert!(!inside(b"include/generated/autoconf.h"));
     }
 
     #[test]
@@ -421,7 +437,7 @@ mod tests {
             ("-print-file-name=include", "information query"),
             (
                 "a.o b.o -o vmlinux",
-                "not a compile (-c missing: link or query)",
+                "not a compile (no -c or -S: link or query)",
             ),
             ("-c a.c b.c", "several input files"),
             (
@@ -432,6 +448,16 @@ mod tests {
         ] {
             assert_eq!(classify(&v(cmd)), Call::Uncacheable(why), "{cmd}");
         }
+    }
+
+    #[test]
+    fn assembly_output_is_cacheable() {
+        let Call::Compile(c) = classify(&v(
+            "-Wp,-MMD,arch/arm64/kernel/.asm-offsets.s.d -S -o arch/arm64/kernel/asm-offsets.s /src/arch/arm64/kernel/asm-offsets.c",
+        )) else {
+            panic!()
+        };
+        assert_eq!(c.output, PathBuf::from("arch/arm64/kernel/asm-offsets.s"));
     }
 
     #[test]

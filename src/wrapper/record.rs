@@ -6,7 +6,7 @@ use super::args;
 use super::depfile;
 use pik_cache::Digest;
 
-const MAGIC: &[u8; 8] = b"PIKCC001";
+const MAGIC: &[u8; 8] = b"PIKCC002";
 
 /// One stored compile result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,23 @@ pub struct Candidate {
     pub stdout: Vec<u8>,
     /// The compiler's stderr (warnings), normalized.
     pub stderr: Vec<u8>,
+    /// Set when the compile read a source tree `pik build` vouched for: a later call in the same
+    /// tree need only check the dependencies outside it.
+    pub tree: Option<TreeTag>,
+}
+
+/// The part of a candidate that lets a hit in an unchanged, vouched-for source tree skip
+/// checking the (hundreds of) headers inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeTag {
+    /// Digest of the tree's identity as `pik build` gave it.
+    pub id: Digest,
+    /// Which portable prefix (see `args::normalize`) is the tree's root.
+    pub prefix: u64,
+    /// The dependencies outside the tree (normalized), in the order `outside_digest` covers.
+    pub outside: Vec<Vec<u8>>,
+    /// Digest of those dependencies' normalized paths and contents.
+    pub outside_digest: Digest,
 }
 
 impl Candidate {
@@ -83,6 +100,19 @@ impl Record {
             }
             put(&mut out, &c.stdout);
             put(&mut out, &c.stderr);
+            match &c.tree {
+                None => out.extend_from_slice(&0u64.to_le_bytes()),
+                Some(t) => {
+                    out.extend_from_slice(&1u64.to_le_bytes());
+                    put(&mut out, &t.id.0);
+                    out.extend_from_slice(&t.prefix.to_le_bytes());
+                    put(&mut out, &t.outside_digest.0);
+                    out.extend_from_slice(&(t.outside.len() as u64).to_le_bytes());
+                    for d in &t.outside {
+                        put(&mut out, d);
+                    }
+                }
+            }
         }
         out
     }
@@ -102,14 +132,37 @@ impl Record {
             for _ in 0..ne.min(1 << 16) {
                 extra_deps.push(r.bytes()?.to_vec());
             }
+            let stdout = r.bytes()?.to_vec();
+            let stderr = r.bytes()?.to_vec();
+            let tree = match r.u64()? {
+                0 => None,
+                1 => {
+                    let id = Digest(r.bytes()?.try_into().ok()?);
+                    let prefix = r.u64()?;
+                    let outside_digest = Digest(r.bytes()?.try_into().ok()?);
+                    let n = r.u64()?;
+                    let mut outside = Vec::new();
+                    for _ in 0..n.min(1 << 20) {
+                        outside.push(r.bytes()?.to_vec());
+                    }
+                    Some(TreeTag {
+                        id,
+                        prefix,
+                        outside,
+                        outside_digest,
+                    })
+                }
+                _ => return None,
+            };
             candidates.push(Candidate {
                 deps_digest,
                 compile_ms,
                 object,
                 depfile,
                 extra_deps,
-                stdout: r.bytes()?.to_vec(),
-                stderr: r.bytes()?.to_vec(),
+                stdout,
+                stderr,
+                tree,
             });
         }
         r.0.is_empty().then_some(Record { candidates })
@@ -122,16 +175,27 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation() {
+        let plain = Candidate {
+            deps_digest: Digest::of(b"d"),
+            compile_ms: 42,
+            object: vec![1, 2, 3],
+            depfile: b"a.o: a.c b.h\n".to_vec(),
+            extra_deps: vec![b"x.gz".to_vec()],
+            stdout: vec![],
+            stderr: b"warning\n".to_vec(),
+            tree: None,
+        };
+        let tagged = Candidate {
+            tree: Some(TreeTag {
+                id: Digest::of(b"tree"),
+                prefix: 0,
+                outside: vec![b"include/generated/autoconf.h".to_vec()],
+                outside_digest: Digest::of(b"o"),
+            }),
+            ..plain.clone()
+        };
         let r = Record {
-            candidates: vec![Candidate {
-                deps_digest: Digest::of(b"d"),
-                compile_ms: 42,
-                object: vec![1, 2, 3],
-                depfile: b"a.o: a.c b.h\n".to_vec(),
-                extra_deps: vec![b"x.gz".to_vec()],
-                stdout: vec![],
-                stderr: b"warning\n".to_vec(),
-            }],
+            candidates: vec![tagged, plain],
         };
         let e = r.encode();
         assert_eq!(Record::decode(&e), Some(r.clone()));
