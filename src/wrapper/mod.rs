@@ -320,6 +320,8 @@ impl Ctx {
             .as_ref()
             .and_then(|t| Some((t, t.prefix(portable)?)));
         let mut h = blake3::Hasher::new();
+        // The same digest over just the files outside the tree, for the tag.
+        let mut outside_h = blake3::Hasher::new();
         let mut outside = Vec::new();
         let mut taggable = tree.is_some();
         let mut extra: Vec<Vec<u8>> = Vec::new();
@@ -357,14 +359,19 @@ impl Ctx {
                         .saturating_add(md.ctime_nsec() as u64);
                     taggable &= changed < t.since_ns;
                 }
-                _ => outside.push(d),
+                _ => {
+                    outside_h.update(&d);
+                    outside_h.update(b"\0");
+                    outside_h.update(&digest.0);
+                    outside.push(d);
+                }
             }
         }
         let tag = match tree {
             Some((t, k)) if taggable => Some(TreeTag {
                 id: t.id,
                 prefix: k as u64,
-                outside_digest: self.deps_digest(&outside, portable)?,
+                outside_digest: Digest(*outside_h.finalize().as_bytes()),
                 outside,
             }),
             _ => None,
