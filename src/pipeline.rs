@@ -567,10 +567,13 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     }
     let cache_line = match &cache_summary {
         Some(c) => format!(
-            "pik: cache   {} hits, {} misses ({:.1} % hit rate), {} uncacheable calls\n",
+            "pik: cache   {} hits, {} misses ({:.1} % hit rate), {} of {} compiler probes \
+             answered, {} uncacheable calls\n",
             c.hits,
             c.misses,
             c.hit_rate * 100.0,
+            c.probe_hits,
+            c.probe_hits + c.probe_misses,
             c.uncacheable.values().sum::<u64>()
         ),
         None => "pik: cache   off (--no-cache)\n".to_string(),

@@ -62,6 +62,13 @@ fn check_build(target: &str, firmware: &str, page_symbol: &str) {
         .contains("aarch64"));
     assert_eq!(m["toolchain"]["cc_blake3"].as_str().unwrap().len(), 64);
     assert!(m["objects_compiled"].as_u64().unwrap() > 500);
+    // Even a cold build asks the compiler the same questions again (each Kconfig pass and
+    // make run repeats its cc-option probes): the repeats come from the cache.
+    assert!(
+        m["cache"]["probe_hits"].as_u64().unwrap() > 100,
+        "{}",
+        m["cache"]
+    );
     for phase in [
         "source",
         "workspace",
@@ -88,6 +95,11 @@ fn check_build(target: &str, firmware: &str, page_symbol: &str) {
     assert!(out.join("System.map").is_file());
     let cfg = config_values(&out.join("config"));
     assert_eq!(cfg.get(page_symbol).map(String::as_str), Some("y"));
+    // NixOS's options (kconfigs/nixos.config) are in unless the build said --no-nixos.
+    let nixos = no_nixos(target).is_empty();
+    for sym in ["EFI", "CGROUPS", "AUTOFS_FS", "CRYPTO_USER_API_HASH"] {
+        assert_eq!(cfg.contains_key(sym), nixos, "{target}: CONFIG_{sym}");
+    }
     let moddir = out.join("lib/modules").join(&release);
     for f in [
         "modules.order",

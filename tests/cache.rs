@@ -128,6 +128,7 @@ impl Kmake<'_> {
 }
 
 /// The session log: output path → event kind (`h`, `m`, `u`, `e`), plus uncacheable reasons.
+/// Compiler probes (`h probe`, `m probe`: Kconfig's and kbuild's flag tests) are left out.
 fn events(log: &Path) -> (BTreeMap<String, String>, BTreeMap<String, u32>) {
     let mut by_output = BTreeMap::new();
     let mut reasons = BTreeMap::new();
@@ -136,7 +137,7 @@ fn events(log: &Path) -> (BTreeMap<String, String>, BTreeMap<String, u32>) {
         let (kind, reason, out) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         if kind == "u" {
             *reasons.entry(reason.to_string()).or_default() += 1;
-        } else {
+        } else if reason != "probe" {
             by_output.insert(out.to_string(), kind.to_string());
         }
     }
@@ -288,6 +289,9 @@ fn hit_reasons(log: &Path) -> BTreeMap<String, u32> {
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
         if let Some(rest) = line.strip_prefix("h ") {
             let how = rest.split(' ').next().unwrap_or_default();
+            if how == "probe" {
+                continue;
+            }
             *n.entry(how.to_string()).or_default() += 1;
         }
     }
@@ -626,6 +630,118 @@ fn a_vouched_for_tree_is_trusted_only_for_files_older_than_the_build() {
     assert_ne!(std::fs::read(work.join("a.o")).unwrap(), first);
 }
 
+/// `pik cc` with `input` on stdin.
+fn cc_stdin(dir: &Path, store: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(pik_bin())
+        .current_dir(dir)
+        .env("PIK_OBJECT_CACHE_DIR", store)
+        .env("PIK_SESSION_LOG", store.with_extension("log"))
+        .arg("cc")
+        .arg("aarch64-linux-gnu-gcc")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Kconfig's and kbuild's probes (`cc-option`, `as-instr`, cc-version.sh) compile /dev/null or
+/// stdin into a throwaway file: pik answers a repeated probe from the cache, the compiler's
+/// refusal included, and still tells different probes apart.
+#[test]
+fn compiler_probes_are_answered_from_the_cache() {
+    let base = tempfile::tempdir().unwrap();
+    let (d, store) = (base.path(), base.path().join("objects"));
+    std::fs::create_dir_all(d.join(".tmp_1")).unwrap();
+    std::fs::create_dir_all(d.join(".tmp_2")).unwrap();
+    // cc-option: an accepted flag, an object in a temp dir (another name the second time).
+    let probe = |flag: &str, out: &str| {
+        cc(
+            d,
+            &store,
+            &["-Werror", flag, "-c", "-x", "c", "/dev/null", "-o", out],
+        )
+    };
+    assert!(probe("-mbranch-protection=pac-ret", ".tmp_1/tmp")
+        .status
+        .success());
+    assert_eq!(last_line(&store), "m probe");
+    let first = std::fs::read(d.join(".tmp_1/tmp")).unwrap();
+    assert!(probe("-mbranch-protection=pac-ret", ".tmp_2/tmp")
+        .status
+        .success());
+    assert_eq!(last_line(&store), "h probe");
+    assert_eq!(std::fs::read(d.join(".tmp_2/tmp")).unwrap(), first);
+    // A refused flag: the same exit status and message, from the cache the second time, and
+    // no object either time.
+    let no = probe("-fno-such-flag-at-all", ".tmp_1/no");
+    assert_eq!(last_line(&store), "m probe");
+    let again = probe("-fno-such-flag-at-all", ".tmp_2/no");
+    assert_eq!(last_line(&store), "h probe");
+    assert_eq!(no.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(no.stderr, again.stderr);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no-such-flag-at-all"));
+    assert!(!d.join(".tmp_2/no").exists());
+    // as-instr: stdin is part of the key.
+    let asm = ["-c", "-x", "assembler-with-cpp", "-o", "/dev/null", "-"];
+    let ok = cc_stdin(d, &store, &asm, "ldaddal x0, x1, [x2]\n");
+    assert!(!ok.status.success(), "needs -march=armv8.1-a");
+    assert_eq!(last_line(&store), "m probe");
+    let lse = [
+        "-march=armv8.1-a",
+        "-c",
+        "-x",
+        "assembler-with-cpp",
+        "-o",
+        "/dev/null",
+        "-",
+    ];
+    assert!(cc_stdin(d, &store, &lse, "ldaddal x0, x1, [x2]\n")
+        .status
+        .success());
+    assert_eq!(last_line(&store), "m probe");
+    assert!(!cc_stdin(d, &store, &asm, "ldaddal x0, x1, [x2]\n")
+        .status
+        .success());
+    assert_eq!(last_line(&store), "h probe");
+    assert!(cc_stdin(d, &store, &asm, "nop\n").status.success());
+    assert_eq!(last_line(&store), "m probe");
+    // cc-version.sh: preprocessed stdin on stdout, replayed.
+    let ver = "__GNUC__ __GNUC_MINOR__\n";
+    let e = cc_stdin(d, &store, &["-E", "-P", "-x", "c", "-"], ver);
+    assert_eq!(last_line(&store), "m probe");
+    let e2 = cc_stdin(d, &store, &["-E", "-P", "-x", "c", "-"], ver);
+    assert_eq!(last_line(&store), "h probe");
+    assert_eq!(e.stdout, e2.stdout);
+    assert!(String::from_utf8_lossy(&e2.stdout)
+        .trim()
+        .starts_with("12 "));
+    // A probe that reads a header is checked like any compile: a failure is not kept, and a
+    // success misses once the header changes.
+    std::fs::write(d.join("probe.h"), "#define X 1\n").unwrap();
+    let inc = ["-I.", "-c", "-x", "c", "-o", "/dev/null", "-"];
+    let src = "#include \"probe.h\"\nint y = X;\n";
+    assert!(cc_stdin(d, &store, &inc, src).status.success());
+    assert_eq!(last_line(&store), "m probe");
+    assert!(cc_stdin(d, &store, &inc, src).status.success());
+    assert_eq!(last_line(&store), "h probe");
+    std::fs::write(d.join("probe.h"), "#define Y 1\n").unwrap();
+    assert!(!cc_stdin(d, &store, &inc, src).status.success());
+    assert_eq!(last_line(&store), "u compile_failed");
+    assert!(!cc_stdin(d, &store, &inc, src).status.success());
+    assert_eq!(last_line(&store), "u compile_failed");
+}
+
 #[test]
 fn incbin_files_are_part_of_the_key() {
     let base = tempfile::tempdir().unwrap();
@@ -716,7 +832,7 @@ fn cache_commands_report_and_maintain_the_store() {
     assert_eq!(first.stderr, again.stderr, "warnings are replayed");
     assert!(String::from_utf8_lossy(&again.stderr).contains("unused"));
     assert!(cc(d, &store, &["-E", "w.c"]).status.success());
-    assert!(cc(d, &store, &["-c", "-x", "c", "/dev/null", "-o", "p.o"])
+    assert!(cc(d, &store, &["-c", "w.c", "-o", "/dev/null"])
         .status
         .success());
     let pik_cache = |args: &[&str]| {
@@ -733,7 +849,7 @@ fn cache_commands_report_and_maintain_the_store() {
         "{v}"
     );
     assert_eq!(v["uncacheable"]["preprocess_only_(-E)"], 1, "{v}");
-    assert_eq!(v["uncacheable"]["probe_(/dev/null_input)"], 1, "{v}");
+    assert_eq!(v["uncacheable"]["output_to_/dev/null"], 1, "{v}");
     assert!(v["disk_bytes"].as_u64().unwrap() > 0);
     assert!(pik_cache(&["stats"]).status.success());
     // verify: clean, then a damaged entry is found, removed, and reported with exit 1.

@@ -22,6 +22,30 @@ pub struct Compile {
     pub portable: Vec<Vec<u8>>,
     /// Files named by flags whose content shapes the output (`-fplugin=`).
     pub extra_inputs: Vec<PathBuf>,
+    /// Set for a probe: a compile of `/dev/null` or of stdin, the way Kconfig and kbuild ask
+    /// the compiler whether it takes a flag or an instruction (hundreds per kernel build).
+    pub probe: Option<Probe>,
+    /// Index of the argument that carries the `-o` value: a probe writes to a throwaway name
+    /// (`.tmp_1234/tmp`), which its key leaves out.
+    pub output_arg: usize,
+    /// `-include`/`-imacros` name headers the compile reads whatever its input says.
+    pub forced_includes: bool,
+}
+
+/// Where a probe's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `/dev/null`: the input is empty.
+    DevNull,
+    /// `-`: the input is whatever stdin holds.
+    Stdin,
+}
+
+impl Compile {
+    /// Whether the output is a file to write (not `/dev/null`, not `-` = stdout).
+    pub fn output_is_file(&self) -> bool {
+        self.output.as_os_str() != "/dev/null" && self.output.as_os_str() != "-"
+    }
 }
 
 /// What a command line is.
@@ -113,6 +137,8 @@ const KNOWN_PREFIXES: &[&str] = &[
     "-Xassembler",
     "-Xpreprocessor",
     "-Qunused-arguments",
+    // With -E (probes only): no line markers.
+    "-P",
 ];
 
 /// Flags that make a call uncacheable, with the reason counted (a trailing `*` matches a prefix).
@@ -168,6 +194,9 @@ pub fn classify(args: &[OsString]) -> Call {
     let mut macro_maps: Vec<Vec<u8>> = Vec::new();
     let mut debug_maps: Vec<Vec<u8>> = Vec::new();
     let mut extra_inputs = Vec::new();
+    let mut output_arg = 0;
+    let mut forced_includes = false;
+    let mut preprocess = false;
     let mut i = 0;
     while i < args.len() {
         let a = s(&args[i]);
@@ -177,14 +206,14 @@ pub fn classify(args: &[OsString]) -> Call {
         if a.starts_with('@') {
             return Call::Uncacheable("response file (@file)");
         }
-        if a == "-" {
-            return Call::Uncacheable("input from stdin");
-        }
-        if !a.starts_with('-') {
-            if a == "/dev/null" {
-                return Call::Uncacheable("probe (/dev/null input)");
-            }
+        if a == "-" || !a.starts_with('-') {
             inputs.push(PathBuf::from(&args[i]));
+            i += 1;
+            continue;
+        }
+        if a == "-E" {
+            // Cacheable only as a probe (cc-version.sh): decided once the input is known.
+            preprocess = true;
             i += 1;
             continue;
         }
@@ -205,7 +234,11 @@ pub fn classify(args: &[OsString]) -> Call {
             // -S (assembly out, e.g. kbuild's asm-offsets.s) is as cacheable as -c; both are
             // in the key, so their results never mix.
             "-c" | "-S" => compile = true,
-            "-o" => output = value.map(PathBuf::from),
+            "-o" => {
+                output = value.map(PathBuf::from);
+                output_arg = i + 1;
+            }
+            "-include" | "-imacros" => forced_includes = true,
             "-MD" | "-MMD" => dep_requested = true,
             "-MF" => depfile = value.map(PathBuf::from),
             "-x" => {
@@ -225,6 +258,9 @@ pub fn classify(args: &[OsString]) -> Call {
         if !takes_value {
             if let Some(o) = a.strip_prefix("-o") {
                 output = Some(PathBuf::from(o));
+                output_arg = i;
+            } else if a.starts_with("-include") || a.starts_with("-imacros") {
+                forced_includes = true;
             } else if let Some(list) = a.strip_prefix("-Wp,") {
                 let parts: Vec<&str> = list.split(',').collect();
                 if matches!(parts.first(), Some(&"-MD") | Some(&"-MMD")) && parts.len() == 2 {
@@ -264,7 +300,21 @@ pub fn classify(args: &[OsString]) -> Call {
         }
         i += if takes_value { 2 } else { 1 };
     }
-    if !compile {
+    let probe = match inputs.as_slice() {
+        [one] if one.as_os_str() == "/dev/null" => Some(Probe::DevNull),
+        [one] if one.as_os_str() == "-" => Some(Probe::Stdin),
+        _ => None,
+    };
+    if preprocess {
+        if probe.is_none() {
+            return Call::Uncacheable("preprocess only (-E)");
+        }
+        if output.is_none() {
+            // -E writes to stdout unless told otherwise.
+            output = Some(PathBuf::from("-"));
+            output_arg = usize::MAX;
+        }
+    } else if !compile {
         return Call::Uncacheable("not a compile (no -c or -S: link or query)");
     }
     let input = match inputs.len() {
@@ -275,8 +325,11 @@ pub fn classify(args: &[OsString]) -> Call {
     let Some(output) = output else {
         return Call::Uncacheable("no -o output");
     };
-    if output.as_os_str() == "/dev/null" {
-        return Call::Uncacheable("probe (output to /dev/null)");
+    if probe.is_none() && output.as_os_str() == "/dev/null" {
+        return Call::Uncacheable("output to /dev/null");
+    }
+    if probe.is_none() && output.as_os_str() == "-" {
+        return Call::Uncacheable("object to stdout");
     }
     if dep_requested && depfile.is_none() {
         // gcc's rule: the -o name with its suffix replaced by .d.
@@ -300,6 +353,9 @@ pub fn classify(args: &[OsString]) -> Call {
         debug,
         portable,
         extra_inputs,
+        probe,
+        output_arg,
+        forced_includes,
     })
 }
 
@@ -427,12 +483,9 @@ mod tests {
     #[test]
     fn probes_and_queries_are_uncacheable() {
         for (cmd, why) in [
-            ("-E -P -x c -", "preprocess only (-E)"),
-            (
-                "-Werror -c -x c /dev/null -o .tmp_1/tmp",
-                "probe (/dev/null input)",
-            ),
-            ("-c -x c a.c -o /dev/null", "probe (output to /dev/null)"),
+            ("-E -P -x c a.c", "preprocess only (-E)"),
+            ("-c -x c a.c -o /dev/null", "output to /dev/null"),
+            ("-c -x c a.c -o -", "object to stdout"),
             ("--version", "information query"),
             ("-print-file-name=include", "information query"),
             (
@@ -448,6 +501,35 @@ mod tests {
         ] {
             assert_eq!(classify(&v(cmd)), Call::Uncacheable(why), "{cmd}");
         }
+    }
+
+    #[test]
+    fn probes_are_cacheable_and_know_their_throwaway_output() {
+        let Call::Compile(c) = classify(&v(
+            "-Werror -D__KERNEL__ -mbranch-protection=pac-ret -c -x c /dev/null -o .tmp_1/tmp",
+        )) else {
+            panic!()
+        };
+        assert_eq!((c.probe, c.output_arg), (Some(Probe::DevNull), 8));
+        assert!(c.output_is_file() && !c.forced_includes);
+        let Call::Compile(c) = classify(&v(
+            "-Wa,--fatal-warnings -include x.h -c -x assembler-with-cpp -o /dev/null -",
+        )) else {
+            panic!()
+        };
+        assert_eq!((c.probe, c.output_arg), (Some(Probe::Stdin), 7));
+        assert!(!c.output_is_file() && c.forced_includes);
+        let Call::Compile(c) = classify(&v("-S -x c -o- -")) else {
+            panic!()
+        };
+        assert_eq!((c.probe, c.output_arg), (Some(Probe::Stdin), 3));
+        assert!(!c.output_is_file());
+        // scripts/cc-version.sh: preprocessed stdin to stdout.
+        let Call::Compile(c) = classify(&v("-E -P -x c -")) else {
+            panic!()
+        };
+        assert_eq!(c.output, PathBuf::from("-"));
+        assert!(!c.output_is_file());
     }
 
     #[test]

@@ -3,6 +3,13 @@
 
 use std::path::PathBuf;
 
+/// Adds `name` unless it is empty or no file: a probe's input (`/dev/null`, stdin).
+fn push_file(deps: &mut Vec<PathBuf>, name: Vec<u8>) {
+    if !matches!(name.as_slice(), b"" | b"/dev/null" | b"-" | b"<stdin>") {
+        deps.push(super::args::path(name));
+    }
+}
+
 /// The prerequisites of the first rule in `text` (later rules, such as `-MP`'s phony targets,
 /// add nothing). Returns `None` when the text is not a depfile.
 pub fn prerequisites(text: &[u8]) -> Option<Vec<PathBuf>> {
@@ -37,17 +44,13 @@ pub fn prerequisites(text: &[u8]) -> Option<Vec<PathBuf>> {
             continue;
         }
         if b == b' ' || b == b'\t' {
-            if !cur.is_empty() {
-                deps.push(super::args::path(std::mem::take(&mut cur)));
-            }
+            push_file(&mut deps, std::mem::take(&mut cur));
         } else {
             cur.push(b);
         }
         k += 1;
     }
-    if !cur.is_empty() {
-        deps.push(super::args::path(cur));
-    }
+    push_file(&mut deps, cur);
     Some(deps)
 }
 

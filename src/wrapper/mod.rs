@@ -15,7 +15,7 @@ pub mod compiler;
 pub mod depfile;
 mod record;
 
-use args::{Call, Compile};
+use args::{Call, Compile, Probe};
 use pik_cache::filehash::FileHashCache;
 use pik_cache::stats::Event;
 use pik_cache::{Digest, Store};
@@ -156,32 +156,64 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
             return exec(real, &args);
         }
     };
-    let ctx = match Ctx::open(real) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            note(
-                None,
-                &Event::Error { reason: "store" },
-                "e",
-                &format!("store: {e}"),
-                &c.output,
-            );
-            return exec(real, &args);
+    // A probe of stdin: what it says is part of the key, so pik reads it and hands it on.
+    let stdin = match c.probe {
+        Some(Probe::Stdin) => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                let reason = "input from a terminal";
+                note(None, &Event::Uncacheable { reason }, "u", reason, &c.output);
+                return exec(real, &args);
+            }
+            let mut bytes = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+                eprintln!("pik: reading stdin: {e}; running the compiler uncached");
+                return run_real(real, &args, &bytes);
+            }
+            Some(bytes)
+        }
+        _ => None,
+    };
+    let fallback = |store: Option<&Store>, reason: &'static str, e: String| {
+        note(store, &Event::Error { reason }, "e", &e, &c.output);
+        match &stdin {
+            Some(bytes) => run_real(real, &args, bytes),
+            None => exec(real, &args),
         }
     };
-    match ctx.compile(&c, &args, started) {
+    let ctx = match Ctx::open(real) {
+        Ok(ctx) => ctx,
+        Err(e) => return fallback(None, "store", format!("store: {e}")),
+    };
+    match ctx.compile(&c, &args, stdin.as_deref(), started) {
         Ok(code) => code,
-        Err(e) => {
-            note(
-                Some(&ctx.store),
-                &Event::Error { reason: "internal" },
-                "e",
-                &e.to_string(),
-                &c.output,
-            );
-            exec(real, &args)
-        }
+        Err(e) => fallback(Some(&ctx.store), "internal", e.to_string()),
     }
+}
+
+/// Runs the real compiler uncached on stdin `input` (pik has read the caller's stdin already),
+/// with stdout and stderr the caller's.
+fn run_real(real: &Path, args: &[OsString], input: &[u8]) -> i32 {
+    let child = Command::new(real).args(args).stdin(Stdio::piped()).spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pik: cannot run {}: {e}", real.display());
+            return 127;
+        }
+    };
+    // A compiler that stops reading early closes the pipe; its exit status says what happened.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    match child.wait() {
+        Ok(st) => exit_code(st),
+        Err(_) => 1,
+    }
+}
+
+/// The exit code a shell would report for `st` (128 + signal when killed).
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
 /// The `-o` value, for logs of calls that are not cacheable.
@@ -258,7 +290,7 @@ impl Ctx {
     }
 
     /// The first-step key: everything known before the compiler runs.
-    fn key(&self, c: &Compile, argv: &[OsString]) -> Res<Digest> {
+    fn key(&self, c: &Compile, argv: &[OsString], stdin: Option<&[u8]>) -> Res<Digest> {
         let mut h = blake3::Hasher::new();
         h.update(b"pik-cc-key-1\0");
         h.update(&self.compiler_id.0);
@@ -268,12 +300,25 @@ impl Ctx {
             h.update(&args::normalize(args::bytes(&cwd), &c.portable));
         }
         h.update(b"\0args\0");
-        for a in argv {
-            h.update(&args::normalize(a.as_bytes(), &c.portable));
+        for (i, a) in argv.iter().enumerate() {
+            if c.probe.is_some() && i == c.output_arg {
+                // A probe's output is a throwaway name; only where it goes matters.
+                h.update(match c.output.as_os_str().as_bytes() {
+                    b"/dev/null" => b"\x01null".as_slice(),
+                    b"-" => b"\x01stdout",
+                    _ => b"\x01file",
+                });
+            } else {
+                h.update(&args::normalize(a.as_bytes(), &c.portable));
+            }
             h.update(b"\0");
         }
         h.update(b"\0input\0");
-        h.update(&self.hashes.digest(&c.input)?.0);
+        match c.probe {
+            None => h.update(&self.hashes.digest(&c.input)?.0),
+            Some(Probe::DevNull) => h.update(b"\x01/dev/null"),
+            Some(Probe::Stdin) => h.update(blake3::hash(stdin.unwrap_or_default()).as_bytes()),
+        };
         for p in &c.extra_inputs {
             h.update(&self.hashes.digest(p)?.0);
         }
@@ -399,8 +444,14 @@ impl Ctx {
         (ok, "deps")
     }
 
-    fn compile(&self, c: &Compile, argv: &[OsString], started: Instant) -> Res<i32> {
-        let key = self.key(c, argv)?;
+    fn compile(
+        &self,
+        c: &Compile,
+        argv: &[OsString],
+        stdin: Option<&[u8]>,
+        started: Instant,
+    ) -> Res<i32> {
+        let key = self.key(c, argv, stdin)?;
         let record = match self.store.get_entry(&key) {
             Ok(Some(bytes)) => Record::decode(&bytes).unwrap_or_default(),
             _ => Record::default(),
@@ -413,6 +464,7 @@ impl Ctx {
             if self.restore(c, cand).is_ok() {
                 let ms = started.elapsed().as_millis() as u64;
                 let saved = cand.compile_ms.saturating_sub(ms);
+                let how = if c.probe.is_some() { PROBE } else { how };
                 note(
                     Some(&self.store),
                     &Event::Hit { saved_ms: saved },
@@ -420,18 +472,22 @@ impl Ctx {
                     how,
                     &c.output,
                 );
-                return Ok(0);
+                return Ok(cand.exit_code);
             }
         }
-        self.miss(c, argv, key, record, started)
+        self.miss(c, argv, stdin, key, record, started)
     }
 
     /// Writes a candidate's outputs for this call: object, depfile (with this call's paths),
     /// then the diagnostics.
     fn restore(&self, c: &Compile, cand: &Candidate) -> Res<()> {
-        write_file(&c.output, &cand.object)?;
-        if let Some(d) = &c.depfile {
-            write_file(d, &args::denormalize(&cand.depfile, &c.portable))?;
+        if cand.exit_code == 0 {
+            if c.output_is_file() {
+                write_file(&c.output, &cand.object)?;
+            }
+            if let Some(d) = &c.depfile {
+                write_file(d, &args::denormalize(&cand.depfile, &c.portable))?;
+            }
         }
         std::io::stdout().write_all(&args::denormalize(&cand.stdout, &c.portable))?;
         std::io::stderr().write_all(&args::denormalize(&cand.stderr, &c.portable))?;
@@ -442,6 +498,7 @@ impl Ctx {
         &self,
         c: &Compile,
         argv: &[OsString],
+        stdin: Option<&[u8]>,
         key: Digest,
         mut record: Record,
         started: Instant,
@@ -463,12 +520,14 @@ impl Ctx {
             cmd.arg("-MD").arg("-MF").arg(p);
         }
         let run_start = Instant::now();
-        let (status, stdout, stderr) = run_captured(&mut cmd)?;
+        let (status, stdout, stderr) = run_captured(&mut cmd, stdin)?;
         let compile_ms = run_start.elapsed().as_millis() as u64;
         std::io::stdout().write_all(&stdout)?;
         std::io::stderr().write_all(&stderr)?;
-        let code = status.code().unwrap_or(1);
-        if code != 0 {
+        let code = exit_code(status);
+        // A probe's refusal is its answer and is stored; any other failure is not.
+        let refused = code != 0 && refusal_is_the_answer(c, stdin, code, &stderr);
+        if code != 0 && !refused {
             // Failures are not cached; the next run shows the same errors from the compiler.
             let why = "compile failed";
             note(
@@ -481,6 +540,24 @@ impl Ctx {
             return Ok(code);
         }
         let stored = (|| -> Res<Option<&'static str>> {
+            if refused {
+                let cand = Candidate {
+                    deps_digest: self.deps_digest(&[], &c.portable)?,
+                    tree: None,
+                    compile_ms,
+                    exit_code: code,
+                    object: Vec::new(),
+                    depfile: Vec::new(),
+                    extra_deps: Vec::new(),
+                    stdout: args::normalize(&stdout, &c.portable),
+                    stderr: args::normalize(&stderr, &c.portable),
+                };
+                let record = Record {
+                    candidates: vec![cand],
+                };
+                self.store.put_entry(&key, &record.encode())?;
+                return Ok(None);
+            }
             let dep_path = c
                 .depfile
                 .clone()
@@ -502,7 +579,12 @@ impl Ctx {
                 deps_digest,
                 tree,
                 compile_ms,
-                object: std::fs::read(&c.output)?,
+                exit_code: 0,
+                object: if c.output_is_file() {
+                    std::fs::read(&c.output)?
+                } else {
+                    Vec::new()
+                },
                 depfile: dep_text,
                 extra_deps,
                 stdout: args::normalize(&stdout, &c.portable),
@@ -518,7 +600,10 @@ impl Ctx {
         })();
         let ms = started.elapsed().as_millis() as u64;
         match stored {
-            Ok(None) => note(Some(&self.store), &Event::Miss { ms }, "m", "-", &c.output),
+            Ok(None) => {
+                let how = if c.probe.is_some() { PROBE } else { "-" };
+                note(Some(&self.store), &Event::Miss { ms }, "m", how, &c.output)
+            }
             Ok(Some(why)) => note(
                 Some(&self.store),
                 &Event::Uncacheable { reason: why },
@@ -536,14 +621,27 @@ impl Ctx {
                 &c.output,
             ),
         }
-        Ok(0)
+        Ok(code)
     }
 }
 
 /// Runs `cmd` with stdout and stderr captured (stderr read on its own thread, so neither pipe
 /// can fill up and stall the compiler).
-fn run_captured(cmd: &mut Command) -> Res<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+fn run_captured(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+) -> Res<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let bytes = bytes.to_vec();
+        // On its own thread: the compiler may write before it has read everything.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
     let mut err = child.stderr.take().unwrap();
     let t = std::thread::spawn(move || {
         let mut v = Vec::new();
@@ -581,6 +679,38 @@ fn write_file(path: &Path, bytes: &[u8]) -> Res<()> {
     let _ = std::fs::remove_file(path);
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The session log's reason for a probe's hit or miss (kept apart from real compiles').
+pub const PROBE: &str = "probe";
+
+/// Whether a failed compile is a probe's answer (the compiler refusing a flag or an instruction)
+/// that holds as long as the key does: a probe that can read no file (no `-include`, no include
+/// directive in what it compiles) and failed with an ordinary diagnostic, not for want of memory,
+/// disk or a signal.
+fn refusal_is_the_answer(c: &Compile, stdin: Option<&[u8]>, code: i32, stderr: &[u8]) -> bool {
+    let reads_files = c.forced_includes
+        || stdin.is_some_and(|s| {
+            [&b"include"[..], b"incbin", b"import", b"embed"]
+                .iter()
+                .any(|n| find(s, n).is_some())
+        });
+    let text = String::from_utf8_lossy(stderr).to_lowercase();
+    let transient = [
+        "internal compiler error",
+        "out of memory",
+        "memory exhausted",
+        "cannot allocate",
+        "no space left",
+        "signal",
+        "killed",
+        "resource temporarily unavailable",
+        "too many open files",
+        "input/output error",
+    ]
+    .iter()
+    .any(|t| text.contains(t));
+    c.probe.is_some() && !reads_files && code == 1 && text.contains("error") && !transient
 }
 
 /// The hash table's attribute for a file: 1 when it mentions `.incbin` anywhere.
@@ -677,6 +807,11 @@ pub struct Summary {
     pub uncacheable: std::collections::BTreeMap<String, u64>,
     /// Cache failures (the compiler ran anyway).
     pub errors: u64,
+    /// Compiler probes (Kconfig's and kbuild's `cc-option` and the like) answered from the
+    /// cache; not counted in `hits`.
+    pub probe_hits: u64,
+    /// Compiler probes that ran (and were stored); not counted in `misses`.
+    pub probe_misses: u64,
     /// hits / (hits + misses).
     pub hit_rate: f64,
 }
@@ -690,6 +825,8 @@ impl Summary {
             let line = String::from_utf8_lossy(line);
             let mut it = line.splitn(3, ' ');
             match (it.next(), it.next()) {
+                (Some("h"), Some(PROBE)) => s.probe_hits += 1,
+                (Some("m"), Some(PROBE)) => s.probe_misses += 1,
                 (Some("h"), _) => s.hits += 1,
                 (Some("m"), _) => s.misses += 1,
                 (Some("e"), _) => s.errors += 1,

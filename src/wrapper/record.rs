@@ -6,7 +6,7 @@ use super::args;
 use super::depfile;
 use pik_cache::Digest;
 
-const MAGIC: &[u8; 8] = b"PIKCC002";
+const MAGIC: &[u8; 8] = b"PIKCC003";
 
 /// One stored compile result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub struct Candidate {
     pub deps_digest: Digest,
     /// How long the real compile took.
     pub compile_ms: u64,
+    /// The compiler's exit status: not 0 only for a probe whose failure is its answer (the
+    /// compiler rejecting a flag), which then has no object.
+    pub exit_code: i32,
     /// The object file.
     pub object: Vec<u8>,
     /// The depfile, normalized (portable prefixes replaced by placeholders).
@@ -47,6 +50,10 @@ pub struct TreeTag {
 impl Candidate {
     /// Every dependency to check (normalized paths), in the order the digest covers them.
     pub fn deps(&self) -> Option<Vec<Vec<u8>>> {
+        // A refused probe ran no preprocessor and read no file.
+        if self.depfile.is_empty() {
+            return Some(self.extra_deps.clone());
+        }
         let mut v: Vec<Vec<u8>> = depfile::prerequisites(&self.depfile)?
             .iter()
             .map(|p| args::bytes(p).to_vec())
@@ -92,6 +99,7 @@ impl Record {
         for c in &self.candidates {
             put(&mut out, &c.deps_digest.0);
             out.extend_from_slice(&c.compile_ms.to_le_bytes());
+            out.extend_from_slice(&(c.exit_code as i64 as u64).to_le_bytes());
             put(&mut out, &c.object);
             put(&mut out, &c.depfile);
             out.extend_from_slice(&(c.extra_deps.len() as u64).to_le_bytes());
@@ -125,6 +133,7 @@ impl Record {
         for _ in 0..n.min(64) {
             let deps_digest = Digest(r.bytes()?.try_into().ok()?);
             let compile_ms = r.u64()?;
+            let exit_code = i32::try_from(r.u64()? as i64).ok()?;
             let object = r.bytes()?.to_vec();
             let depfile = r.bytes()?.to_vec();
             let ne = r.u64()?;
@@ -157,6 +166,7 @@ impl Record {
             candidates.push(Candidate {
                 deps_digest,
                 compile_ms,
+                exit_code,
                 object,
                 depfile,
                 extra_deps,
@@ -178,6 +188,7 @@ mod tests {
         let plain = Candidate {
             deps_digest: Digest::of(b"d"),
             compile_ms: 42,
+            exit_code: 0,
             object: vec![1, 2, 3],
             depfile: b"a.o: a.c b.h\n".to_vec(),
             extra_deps: vec![b"x.gz".to_vec()],
@@ -194,8 +205,13 @@ mod tests {
             }),
             ..plain.clone()
         };
+        let refused = Candidate {
+            exit_code: 1,
+            object: vec![],
+            ..plain.clone()
+        };
         let r = Record {
-            candidates: vec![tagged, plain],
+            candidates: vec![tagged, plain, refused],
         };
         let e = r.encode();
         assert_eq!(Record::decode(&e), Some(r.clone()));
