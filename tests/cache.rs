@@ -188,6 +188,9 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
     let cold = &a.manifest["cache"];
     assert_eq!(cold["hits"], 0);
     assert!(cold["misses"].as_u64().unwrap() > 500, "{cold}");
+    // After that first build the store trained its compression dictionary, so every hit below
+    // reads an entry compressed with it.
+    assert!(objects_dir("bcm2712").join("dictionary").is_file());
     // The user's tree (another path) in another build dir, on the cache the shared build filled.
     let tree = user_tree();
     let base = shared().join("cache-warm");

@@ -20,11 +20,17 @@ use std::path::{Path, PathBuf};
 const BLOB_MAGIC: &[u8; 8] = b"PIKBLOB1";
 const ACTION_MAGIC: &[u8; 8] = b"PIKACT01";
 const ENTRY_MAGIC: &[u8; 8] = b"PIKENT01";
+/// An entry compressed with a dictionary (named by its digest, kept as a blob).
+const ENTRY_DICT_MAGIC: &[u8; 8] = b"PIKENT02";
+/// Largest dictionary trained (zstd's own default).
+const DICT_MAX: usize = 110 << 10;
+/// At most this much sample data is read to train a dictionary (~100 × its size, as zstd advises).
+const DICT_SAMPLE_BYTES: usize = 16 << 20;
 /// Largest payload an entry may declare; anything bigger is a damaged header.
 const ENTRY_MAX: u64 = 1 << 32;
 /// zstd level for entries.
 const ENTRY_LEVEL: i32 = 7;
-/// The store's parts, each a directory of `xx/yyyy…` files.
+/// The store's parts, each a directory of `x/yyyy…` files (see `Store::fanned`).
 const KINDS: [&str; 3] = ["blobs", "actions", "entries"];
 
 /// A BLAKE3 digest: the name of a blob or the key of an action.
@@ -83,19 +89,26 @@ impl Store {
         &self.root
     }
 
+    /// `<kind>/<first hex digit>/<the rest>`: 16 directories per kind, not 256, because a
+    /// directory takes a 4 KiB block of its own and a kernel build stores ~1,100 small entries
+    /// (256 directories were 1 MiB of the 7 MiB).
+    fn fanned(&self, kind: &str, hex: &str) -> PathBuf {
+        self.root.join(kind).join(&hex[..1]).join(&hex[1..])
+    }
+
     fn blob_path(&self, d: &Digest) -> PathBuf {
         let hex = d.to_hex();
-        self.root.join("blobs").join(&hex[..2]).join(&hex[2..])
+        self.fanned("blobs", &hex)
     }
 
     fn action_path(&self, key: &Digest) -> PathBuf {
         let hex = key.to_hex();
-        self.root.join("actions").join(&hex[..2]).join(&hex[2..])
+        self.fanned("actions", &hex)
     }
 
     fn entry_path(&self, key: &Digest) -> PathBuf {
         let hex = key.to_hex();
-        self.root.join("entries").join(&hex[..2]).join(&hex[2..])
+        self.fanned("entries", &hex)
     }
 
     /// The counters kept with this store.
@@ -104,16 +117,86 @@ impl Store {
     }
 
     /// Stores `payload` under `key` (replacing any previous entry); returns the bytes written.
+    /// Compressed with the store's dictionary once it has one (see [`Store::train_dictionary`]).
     pub fn put_entry(&self, key: &Digest, payload: &[u8]) -> io::Result<u64> {
-        let mut body = Vec::with_capacity(payload.len() / 3 + 48);
-        body.extend_from_slice(ENTRY_MAGIC);
-        body.extend_from_slice(&Digest::of(payload).0);
-        body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        // Level 7: ~7 % smaller than 3 on an object plus its depfile for ~1 ms more per write
-        // (measured with `zstd -b3 -e15` on kernel/fork.o + its depfile); reads are as fast.
-        body.extend_from_slice(&zstd::bulk::compress(payload, ENTRY_LEVEL)?);
+        let dict = self.dictionary();
+        let body = encode_entry(payload, dict.as_ref())?;
         store_write(&self.entry_path(key), &body)?;
         Ok(body.len() as u64)
+    }
+
+    /// The dictionary new entries are compressed with, if the store has one (and it is intact).
+    fn dictionary(&self) -> Option<(Digest, Vec<u8>)> {
+        let hex = fs::read_to_string(self.root.join("dictionary")).ok()?;
+        let d = Digest::from_hex(hex.trim())?;
+        let bytes = self.get_blob(&d).ok()??;
+        Some((d, bytes))
+    }
+
+    /// The dictionary blob `d` (for reading entries compressed with it).
+    fn dictionary_blob(&self, d: &Digest) -> Option<Vec<u8>> {
+        self.get_blob(d).ok()?
+    }
+
+    /// Entries are small and alike (many share most of their bytes), so each compresses far
+    /// better with a dictionary. When the store has none yet and holds at least `min_entries`
+    /// entries, trains one on them (zstd's trainer), makes it the one new entries use, and
+    /// recompresses the existing entries with it (each keeps its mtime, so LRU order holds).
+    /// Returns the entries' apparent size before and after, or `None` when nothing was done.
+    /// The dictionary is a blob like any other: entries name it, and losing it only turns
+    /// them into misses.
+    pub fn train_dictionary(&self, min_entries: usize) -> io::Result<Option<(u64, u64)>> {
+        // A dictionary named but gone (evicted, damaged) is made again.
+        if self.dictionary().is_some() {
+            return Ok(None);
+        }
+        let marker = self.root.join("dictionary");
+        let mut entries: Vec<FileInfo> = self
+            .files()
+            .into_iter()
+            .filter(|f| f.kind == "entries" && !f.tmp)
+            .collect();
+        if entries.len() < min_entries {
+            return Ok(None);
+        }
+        // Newest first: they are the most like what comes next.
+        entries.sort_by_key(|f| std::cmp::Reverse(f.mtime));
+        let mut read: Vec<(&FileInfo, Vec<u8>)> = Vec::new();
+        for f in &entries {
+            let payload = fs::read(&f.path)
+                .ok()
+                .and_then(|raw| decode_entry(&raw, |d| self.dictionary_blob(d)));
+            if let Some(p) = payload {
+                read.push((f, p));
+            }
+        }
+        let mut budget = DICT_SAMPLE_BYTES;
+        let samples: Vec<&[u8]> = read
+            .iter()
+            .map(|(_, p)| p.as_slice())
+            .take_while(|p| {
+                let fits = p.len() <= budget;
+                budget = budget.saturating_sub(p.len());
+                fits
+            })
+            .collect();
+        let dict = zstd::dict::from_samples(&samples, DICT_MAX)?;
+        let d = self.put_blob(&dict)?;
+        store_write(&marker, d.to_hex().as_bytes())?;
+        let with = (d, dict);
+        let (mut before, mut after) = (0, 0);
+        for (f, payload) in &read {
+            let body = encode_entry(payload, Some(&with))?;
+            before += f.bytes;
+            if body.len() as u64 >= f.bytes {
+                after += f.bytes;
+                continue;
+            }
+            after += body.len() as u64;
+            store_write(&f.path, &body)?;
+            set_mtime(&f.path, f.mtime);
+        }
+        Ok(Some((before, after)))
     }
 
     /// The payload stored under `key`, if present and intact (a damaged entry is removed).
@@ -124,7 +207,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        match decode_entry(&raw) {
+        match decode_entry(&raw, |d| self.dictionary_blob(d)) {
             Some(p) => {
                 touch(&path);
                 Ok(Some(p))
@@ -198,9 +281,38 @@ impl Store {
     }
 }
 
-fn decode_entry(raw: &[u8]) -> Option<Vec<u8>> {
-    let rest = raw.strip_prefix(ENTRY_MAGIC)?;
-    if rest.len() < 40 {
+/// An entry's stored form: magic, payload checksum and length, the dictionary's digest when one
+/// is used, then the zstd frame.
+fn encode_entry(payload: &[u8], dict: Option<&(Digest, Vec<u8>)>) -> io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(payload.len() / 3 + 80);
+    body.extend_from_slice(if dict.is_some() {
+        ENTRY_DICT_MAGIC
+    } else {
+        ENTRY_MAGIC
+    });
+    body.extend_from_slice(&Digest::of(payload).0);
+    body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    // Level 7: ~7 % smaller than 3 on an object plus its depfile for ~1 ms more per write
+    // (measured with `zstd -b3 -e15` on kernel/fork.o + its depfile); reads are as fast.
+    match dict {
+        None => body.extend_from_slice(&zstd::bulk::compress(payload, ENTRY_LEVEL)?),
+        Some((d, bytes)) => {
+            body.extend_from_slice(&d.0);
+            let mut c = zstd::bulk::Compressor::with_dictionary(ENTRY_LEVEL, bytes)?;
+            body.extend_from_slice(&c.compress(payload)?);
+        }
+    }
+    Ok(body)
+}
+
+/// The payload of an entry's stored form, if intact; `dict` finds a dictionary by digest.
+fn decode_entry(raw: &[u8], dict: impl Fn(&Digest) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let (rest, with_dict) = match raw.strip_prefix(ENTRY_MAGIC) {
+        Some(rest) => (rest, false),
+        None => (raw.strip_prefix(ENTRY_DICT_MAGIC)?, true),
+    };
+    let head = if with_dict { 72 } else { 40 };
+    if rest.len() < head {
         return None;
     }
     let sum = &rest[..32];
@@ -208,8 +320,35 @@ fn decode_entry(raw: &[u8]) -> Option<Vec<u8>> {
     if len > ENTRY_MAX {
         return None;
     }
-    let payload = zstd::bulk::decompress(&rest[40..], len as usize).ok()?;
+    let payload = if with_dict {
+        let bytes = dict(&Digest(rest[40..72].try_into().ok()?))?;
+        zstd::bulk::Decompressor::with_dictionary(&bytes)
+            .ok()?
+            .decompress(&rest[72..], len as usize)
+            .ok()?
+    } else {
+        zstd::bulk::decompress(&rest[40..], len as usize).ok()?
+    };
     (payload.len() as u64 == len && Digest::of(&payload).0[..] == *sum).then_some(payload)
+}
+
+/// Sets a file's mtime (best effort).
+fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) else {
+        return;
+    };
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    let times = [ts, ts];
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path and two timespecs (atime, mtime).
+        unsafe {
+            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0);
+        }
+    }
 }
 
 fn decode_blob(raw: &[u8], name: &Digest) -> bool {
@@ -259,6 +398,8 @@ struct FileInfo {
     path: PathBuf,
     kind: &'static str,
     name: String,
+    /// A writer's temporary file (`.tmp-…`), not yet renamed into place.
+    tmp: bool,
     bytes: u64,
     disk: u64,
     mtime: std::time::SystemTime,
@@ -283,6 +424,7 @@ impl Store {
                         path: f.path(),
                         kind,
                         name: format!("{prefix}{}", f.file_name().to_string_lossy()),
+                        tmp: f.file_name().as_encoded_bytes().starts_with(b".tmp-"),
                         bytes: md.len(),
                         disk: md.blocks() * 512,
                         mtime: md.modified().unwrap_or(std::time::UNIX_EPOCH),
@@ -326,7 +468,7 @@ impl Store {
             }
         };
         files.retain(|f| {
-            let stale_tmp = f.name[2..].starts_with(".tmp-") && f.mtime < hour_ago;
+            let stale_tmp = f.tmp && f.mtime < hour_ago;
             if stale_tmp {
                 drop_file(f, &mut sweep);
             }
@@ -358,13 +500,13 @@ impl Store {
             let ok = match f.kind {
                 "blobs" => Digest::from_hex(&f.name).is_some_and(|d| decode_blob(&raw, &d)),
                 "actions" => decode_action(&raw),
-                _ => decode_entry(&raw).is_some(),
+                _ => decode_entry(&raw, |d| self.dictionary_blob(d)).is_some(),
             };
             if ok {
                 sweep.after.files += 1;
                 sweep.after.bytes += f.bytes;
                 sweep.after.disk_bytes += f.disk;
-            } else if !f.name[2..].starts_with(".tmp-") && fs::remove_file(&f.path).is_ok() {
+            } else if !f.tmp && fs::remove_file(&f.path).is_ok() {
                 sweep.removed += 1;
             }
         }
@@ -381,6 +523,10 @@ impl Store {
                 _ => {}
             }
             fs::create_dir_all(&dir)?;
+        }
+        match fs::remove_file(self.root.join("dictionary")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
         self.stats().reset()?;
         Ok(before)
@@ -418,6 +564,54 @@ fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dictionary_shrinks_entries_and_losing_it_only_loses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // Alike payloads, as a compiler cache's are (shared header paths, ELF layout).
+        let payload = |i: u32| {
+            let mut p = Vec::new();
+            for h in 0..300 {
+                let name = &Digest::of(&[h as u8, (h >> 8) as u8]).to_hex()[..24];
+                p.extend_from_slice(format!("/src/include/linux/{name}.h \\\n").as_bytes());
+            }
+            p.extend_from_slice(format!("object {i} {}", i * 7919).as_bytes());
+            p
+        };
+        let keys: Vec<Digest> = (0..64u32).map(|i| Digest::of(&i.to_le_bytes())).collect();
+        for (i, k) in keys.iter().enumerate() {
+            s.put_entry(k, &payload(i as u32)).unwrap();
+        }
+        assert_eq!(s.train_dictionary(100).unwrap(), None, "too few entries");
+        let (before, after) = s.train_dictionary(10).unwrap().unwrap();
+        assert!(after * 3 < before, "{before} -> {after}");
+        assert_eq!(s.train_dictionary(10).unwrap(), None, "already has one");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(s.get_entry(k).unwrap().unwrap(), payload(i as u32));
+        }
+        // New entries use it too.
+        let fresh = Digest::of(b"fresh");
+        let n = s.put_entry(&fresh, &payload(99)).unwrap();
+        let plain = encode_entry(&payload(99), None).unwrap().len() as u64;
+        assert!(
+            n * 3 < plain,
+            "{n} bytes with the dictionary, {plain} without"
+        );
+        assert_eq!(s.get_entry(&fresh).unwrap().unwrap(), payload(99));
+        assert!(s.verify().unwrap().removed == 0);
+        // The dictionary damaged: every entry that needs it is a miss (and removed), never wrong.
+        let (d, _) = s.dictionary().unwrap();
+        let p = s.blob_path(&d);
+        let mut raw = fs::read(&p).unwrap();
+        let at = raw.len() / 2;
+        raw[at] ^= 0x55;
+        fs::write(&p, &raw).unwrap();
+        assert!(s.get_entry(&keys[0]).unwrap().is_none());
+        assert!(s.get_entry(&fresh).unwrap().is_none());
+        // ...and a new one is trained on what is left.
+        assert!(s.dictionary().is_none());
+    }
 
     #[test]
     fn blob_round_trip_and_dedup() {
