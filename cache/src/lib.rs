@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 const BLOB_MAGIC: &[u8; 8] = b"PIKBLOB1";
 const ACTION_MAGIC: &[u8; 8] = b"PIKACT01";
 const ENTRY_MAGIC: &[u8; 8] = b"PIKENT01";
-/// An entry compressed with a dictionary (named by its digest, kept as a blob).
+/// An entry compressed with a dictionary (named by its digest, kept under `dicts/`).
 const ENTRY_DICT_MAGIC: &[u8; 8] = b"PIKENT02";
 /// Largest dictionary trained (zstd's own default).
 const DICT_MAX: usize = 110 << 10;
@@ -31,7 +31,7 @@ const ENTRY_MAX: u64 = 1 << 32;
 /// zstd level for entries.
 const ENTRY_LEVEL: i32 = 7;
 /// The store's parts, each a directory of `x/yyyy…` files (see `Store::fanned`).
-const KINDS: [&str; 3] = ["blobs", "actions", "entries"];
+const KINDS: [&str; 4] = ["blobs", "actions", "entries", "dicts"];
 
 /// A BLAKE3 digest: the name of a blob or the key of an action.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,13 +129,18 @@ impl Store {
     fn dictionary(&self) -> Option<(Digest, Vec<u8>)> {
         let hex = fs::read_to_string(self.root.join("dictionary")).ok()?;
         let d = Digest::from_hex(hex.trim())?;
-        let bytes = self.get_blob(&d).ok()??;
-        Some((d, bytes))
+        let bytes = self.dictionary_bytes(&d)?;
+        (Digest::of(&bytes) == d).then_some((d, bytes))
     }
 
-    /// The dictionary blob `d` (for reading entries compressed with it).
-    fn dictionary_blob(&self, d: &Digest) -> Option<Vec<u8>> {
-        self.get_blob(d).ok()?
+    /// Dictionary `d` as stored, for reading entries compressed with it: kept uncompressed and
+    /// not hashed here, because this runs on every hit and an entry's own checksum already
+    /// rejects what a wrong dictionary would decompress to.
+    fn dictionary_bytes(&self, d: &Digest) -> Option<Vec<u8>> {
+        let path = self.fanned("dicts", &d.to_hex());
+        let bytes = fs::read(&path).ok()?;
+        touch(&path);
+        Some(bytes)
     }
 
     /// Entries are small and alike (many share most of their bytes), so each compresses far
@@ -143,8 +148,8 @@ impl Store {
     /// entries, trains one on them (zstd's trainer), makes it the one new entries use, and
     /// recompresses the existing entries with it (each keeps its mtime, so LRU order holds).
     /// Returns the entries' apparent size before and after, or `None` when nothing was done.
-    /// The dictionary is a blob like any other: entries name it, and losing it only turns
-    /// them into misses.
+    /// The dictionary is a store file like the others (evicted by LRU, checked by `verify`):
+    /// entries name it by digest, and losing it only turns them into misses.
     pub fn train_dictionary(&self, min_entries: usize) -> io::Result<Option<(u64, u64)>> {
         // A dictionary named but gone (evicted, damaged) is made again.
         if self.dictionary().is_some() {
@@ -165,7 +170,7 @@ impl Store {
         for f in &entries {
             let payload = fs::read(&f.path)
                 .ok()
-                .and_then(|raw| decode_entry(&raw, |d| self.dictionary_blob(d)));
+                .and_then(|raw| decode_entry(&raw, |d| self.dictionary_bytes(d)));
             if let Some(p) = payload {
                 read.push((f, p));
             }
@@ -181,7 +186,8 @@ impl Store {
             })
             .collect();
         let dict = zstd::dict::from_samples(&samples, DICT_MAX)?;
-        let d = self.put_blob(&dict)?;
+        let d = Digest::of(&dict);
+        store_write(&self.fanned("dicts", &d.to_hex()), &dict)?;
         store_write(&marker, d.to_hex().as_bytes())?;
         let with = (d, dict);
         let (mut before, mut after) = (0, 0);
@@ -207,7 +213,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        match decode_entry(&raw, |d| self.dictionary_blob(d)) {
+        match decode_entry(&raw, |d| self.dictionary_bytes(d)) {
             Some(p) => {
                 touch(&path);
                 Ok(Some(p))
@@ -500,7 +506,8 @@ impl Store {
             let ok = match f.kind {
                 "blobs" => Digest::from_hex(&f.name).is_some_and(|d| decode_blob(&raw, &d)),
                 "actions" => decode_action(&raw),
-                _ => decode_entry(&raw, |d| self.dictionary_blob(d)).is_some(),
+                "dicts" => Digest::from_hex(&f.name).is_some_and(|d| Digest::of(&raw) == d),
+                _ => decode_entry(&raw, |d| self.dictionary_bytes(d)).is_some(),
             };
             if ok {
                 sweep.after.files += 1;
@@ -602,7 +609,7 @@ mod tests {
         assert!(s.verify().unwrap().removed == 0);
         // The dictionary damaged: every entry that needs it is a miss (and removed), never wrong.
         let (d, _) = s.dictionary().unwrap();
-        let p = s.blob_path(&d);
+        let p = s.fanned("dicts", &d.to_hex());
         let mut raw = fs::read(&p).unwrap();
         let at = raw.len() / 2;
         raw[at] ^= 0x55;
