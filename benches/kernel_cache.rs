@@ -186,42 +186,41 @@ fn sample_compile(bdir: &Path) -> (String, PathBuf) {
     (line, bdir.to_path_buf())
 }
 
-fn time_hits(b: &Bench, who: Who, bdir: &Path, line: &str, calls: usize) -> Vec<f64> {
-    let masq = b.masq(who);
-    let mut times = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(line)
-            .current_dir(bdir)
-            .env("LC_ALL", "C")
-            .env("KBUILD_BUILD_TIMESTAMP", "Tue Jan  1 00:00:00 UTC 1980");
-        if let Some(m) = &masq {
-            c.env(
-                "PATH",
-                format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
-            );
-        }
-        match who {
-            Who::CcacheDepend => {
-                c.env("CCACHE_DIR", b.cache_dir(who))
-                    .env("CCACHE_DEPEND", "1");
-            }
-            Who::CcacheDefault => {
-                c.env("CCACHE_DIR", b.cache_dir(who));
-            }
-            Who::Pik => {
-                c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who))
-                    .env(b.tree_env.0, &b.tree_env.1);
-            }
-            Who::Plain => {}
-        }
-        let t = Instant::now();
-        sh(&mut c);
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+/// One run of `line` through `sh -c` in `bdir` as `who`'s build would run it; wall ms.
+fn time_hit(b: &Bench, who: Who, bdir: &Path, line: &str) -> f64 {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(line)
+        .current_dir(bdir)
+        .env("LC_ALL", "C")
+        .env("KBUILD_BUILD_TIMESTAMP", "Tue Jan  1 00:00:00 UTC 1980");
+    if let Some(m) = b.masq(who) {
+        c.env(
+            "PATH",
+            format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
+        );
     }
-    times
+    match who {
+        Who::CcacheDepend => {
+            c.env("CCACHE_DIR", b.cache_dir(who))
+                .env("CCACHE_DEPEND", "1");
+        }
+        Who::CcacheDefault => {
+            c.env("CCACHE_DIR", b.cache_dir(who));
+        }
+        Who::Pik => {
+            c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who))
+                .env(b.tree_env.0, &b.tree_env.1);
+        }
+        Who::Plain => {}
+    }
+    let t = Instant::now();
+    sh(&mut c);
+    t.elapsed().as_secs_f64() * 1000.0
 }
+
+/// The per-hit floor: the compile line with `/bin/true` in the compiler's place.
+const TRUE_FLOOR: &str = "floor: the same line, /bin/true as compiler";
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -238,8 +237,16 @@ fn main() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let pik = root.join("target/release/pik");
-    assert!(pik.is_file(), "build pik first: cargo build --release");
+    // The statically linked release build by default (`cargo build-static`): what a user installs
+    // to run the wrapper fast.
+    let pik = PathBuf::from(env_or(
+        "PIK_BENCH_PIK",
+        &root.join("target/static/release/pik").to_string_lossy(),
+    ));
+    assert!(
+        pik.is_file(),
+        "build pik first: cargo build-static (or set PIK_BENCH_PIK)"
+    );
     std::fs::create_dir_all(&dir).unwrap();
 
     // The mini bcm2712 config and its workspace tree, made by pik itself (Kconfig only).
@@ -317,46 +324,71 @@ fn main() {
     }
 
     // The cost of one hit, against ccache's, on a real kernel compile line: wall time of
-    // `sh -c <line>` (minus nothing: `sh -c :` is listed as the floor) and, repeatably, the
-    // instructions callgrind counts in the wrapper process.
-    let mut per_hit = BTreeMap::new();
-    let mut instructions = BTreeMap::new();
+    // `sh -c <line>`, the contenders and two floors interleaved call by call (so drift in the
+    // machine's speed hits all alike): the same line with `/bin/true` as the compiler (what
+    // starting any program costs: the wrapper's own cost is a hit above this) and `sh -c :`.
+    // Repeatably, the instructions callgrind counts in the wrapper process.
+    let mut runs: Vec<(&str, Who, PathBuf, String)> = Vec::new();
     for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
         let bdir = dir
             .join("builds")
             .join(format!("{who:?}-warm-{}", pairs - 1));
         let (line, cwd) = sample_compile(&bdir);
-        let v = time_hits(&b, who, &cwd, &line, hit_calls);
-        per_hit.insert(who.name(), stats(&v));
+        if who == Who::Pik {
+            let args = line.split_once(' ').map(|(_, a)| a).unwrap_or("");
+            runs.push((
+                TRUE_FLOOR,
+                Who::Plain,
+                cwd.clone(),
+                format!("/bin/true {args}"),
+            ));
+        }
+        runs.push((who.name(), who, cwd, line));
+    }
+    runs.push(("floor: sh -c :", Who::Plain, dir.clone(), ":".to_string()));
+    let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..hit_calls {
+        for (name, who, cwd, line) in &runs {
+            times
+                .entry(name)
+                .or_default()
+                .push(time_hit(&b, *who, cwd, line));
+        }
+    }
+    let per_hit: BTreeMap<&str, (f64, f64, f64)> =
+        times.iter().map(|(k, v)| (*k, stats(v))).collect();
+    let mut instructions = BTreeMap::new();
+    for (name, who, cwd, line) in &runs {
+        if *who == Who::Plain {
+            continue;
+        }
         let vg = format!("valgrind --tool=callgrind --callgrind-out-file=/dev/null {line}");
         let o = {
             let mut c = Command::new("sh");
-            c.arg("-c").arg(&vg).current_dir(&cwd).env("LC_ALL", "C");
-            let m = b.masq(who).unwrap();
+            c.arg("-c").arg(&vg).current_dir(cwd).env("LC_ALL", "C");
+            let m = b.masq(*who).unwrap();
             c.env(
                 "PATH",
                 format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
             );
             match who {
                 Who::Pik => c
-                    .env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who))
+                    .env("PIK_OBJECT_CACHE_DIR", b.cache_dir(*who))
                     .env(b.tree_env.0, &b.tree_env.1),
                 Who::CcacheDepend => c
-                    .env("CCACHE_DIR", b.cache_dir(who))
+                    .env("CCACHE_DIR", b.cache_dir(*who))
                     .env("CCACHE_DEPEND", "1"),
-                _ => c.env("CCACHE_DIR", b.cache_dir(who)),
+                _ => c.env("CCACHE_DIR", b.cache_dir(*who)),
             };
             c.output()
         };
         if let Ok(o) = o {
             let text = String::from_utf8_lossy(&o.stderr).to_string();
             if let Some(n) = text.lines().find_map(|l| l.split("Collected : ").nth(1)) {
-                instructions.insert(who.name(), n.trim().to_string());
+                instructions.insert(*name, n.trim().to_string());
             }
         }
     }
-    let floor = time_hits(&b, Who::Plain, &dir, ":", hit_calls);
-    per_hit.insert("floor: sh -c :", stats(&floor));
 
     println!(
         "\n## Object cache, mini bcm2712 (make -j2 {})\n",
@@ -401,6 +433,14 @@ fn main() {
     for (n, (m, lo, hi)) in &per_hit {
         let ir = instructions.get(n).cloned().unwrap_or_else(|| "–".into());
         println!("| {n} | {m:.2} | {lo:.2}–{hi:.2} | {ir} |");
+    }
+    let floor = per_hit[TRUE_FLOOR].0;
+    for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
+        println!(
+            "{}: own cost per hit {:.2} ms (median above the /bin/true floor)",
+            who.name(),
+            per_hit[who.name()].0 - floor
+        );
     }
     let json = serde_json::json!({
         "targets": b.targets, "pairs": pairs,

@@ -7,7 +7,8 @@
 //!   same entry are safe and a reader never sees a half-written file;
 //! - every read is verified: a blob whose bytes do not hash to its name, or an action entry that fails
 //!   its own checksum, is reported as absent and removed, never returned;
-//! - reads refresh the file's mtime, and [`Store::gc`] evicts least recently used files first.
+//! - reads refresh the file's mtime (to within ten minutes, so a hit rarely writes metadata), and
+//!   [`Store::gc`] evicts least recently used files first.
 
 pub mod filehash;
 pub mod stats;
@@ -78,8 +79,11 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        for k in KINDS {
-            fs::create_dir_all(root.join(k))?;
+        // One stat on the hit path; writes make their own fan-out directories.
+        if !root.join(KINDS[KINDS.len() - 1]).is_dir() {
+            for k in KINDS {
+                fs::create_dir_all(root.join(k))?;
+            }
         }
         Ok(Store { root })
     }
@@ -130,17 +134,20 @@ impl Store {
         let hex = fs::read_to_string(self.root.join("dictionary")).ok()?;
         let d = Digest::from_hex(hex.trim())?;
         let bytes = self.dictionary_bytes(&d)?;
-        (Digest::of(&bytes) == d).then_some((d, bytes))
+        (Digest::of(&bytes) == d).then(|| (d, bytes.to_vec()))
     }
 
     /// Dictionary `d` as stored, for reading entries compressed with it: kept uncompressed and
     /// not hashed here, because this runs on every hit and an entry's own checksum already
     /// rejects what a wrong dictionary would decompress to.
-    fn dictionary_bytes(&self, d: &Digest) -> Option<Vec<u8>> {
+    fn dictionary_bytes(&self, d: &Digest) -> Option<Mapped> {
         let path = self.fanned("dicts", &d.to_hex());
-        let bytes = fs::read(&path).ok()?;
-        touch(&path);
-        Some(bytes)
+        let f = fs::File::open(&path).ok()?;
+        let md = f.metadata().ok()?;
+        mark_use(&path, &md);
+        // Mapped, not read: ~110 KiB copied into fresh memory on every hit cost more than the
+        // rest of the entry's decoding.
+        Mapped::of(&f, md.len() as usize).ok()
     }
 
     /// Entries are small and alike (many share most of their bytes), so each compresses far
@@ -208,16 +215,13 @@ impl Store {
     /// The payload stored under `key`, if present and intact (a damaged entry is removed).
     pub fn get_entry(&self, key: &Digest) -> io::Result<Option<Vec<u8>>> {
         let path = self.entry_path(key);
-        let raw = match fs::read(&path) {
+        let raw = match read_marking_use(&path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         match decode_entry(&raw, |d| self.dictionary_bytes(d)) {
-            Some(p) => {
-                touch(&path);
-                Ok(Some(p))
-            }
+            Some(p) => Ok(Some(p)),
             None => {
                 let _ = fs::remove_file(&path);
                 Ok(None)
@@ -312,7 +316,10 @@ fn encode_entry(payload: &[u8], dict: Option<&(Digest, Vec<u8>)>) -> io::Result<
 }
 
 /// The payload of an entry's stored form, if intact; `dict` finds a dictionary by digest.
-fn decode_entry(raw: &[u8], dict: impl Fn(&Digest) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+fn decode_entry<D: AsRef<[u8]>>(
+    raw: &[u8],
+    dict: impl Fn(&Digest) -> Option<D>,
+) -> Option<Vec<u8>> {
     let (rest, with_dict) = match raw.strip_prefix(ENTRY_MAGIC) {
         Some(rest) => (rest, false),
         None => (raw.strip_prefix(ENTRY_DICT_MAGIC)?, true),
@@ -328,10 +335,12 @@ fn decode_entry(raw: &[u8], dict: impl Fn(&Digest) -> Option<Vec<u8>>) -> Option
     }
     let payload = if with_dict {
         let bytes = dict(&Digest(rest[40..72].try_into().ok()?))?;
-        zstd::bulk::Decompressor::with_dictionary(&bytes)
-            .ok()?
-            .decompress(&rest[72..], len as usize)
-            .ok()?
+        // Used once per process: referenced as it is, not copied into a prepared dictionary.
+        let mut out = Vec::with_capacity(len as usize);
+        zstd::zstd_safe::DCtx::create()
+            .decompress_using_dict(&mut out, &rest[72..], bytes.as_ref())
+            .ok()?;
+        out
     } else {
         zstd::bulk::decompress(&rest[40..], len as usize).ok()?
     };
@@ -365,6 +374,91 @@ fn decode_blob(raw: &[u8], name: &Digest) -> bool {
 
 fn decode_action(raw: &[u8]) -> bool {
     raw.len() == 72 && raw.starts_with(ACTION_MAGIC) && Digest::of(&raw[..40]).0[..] == raw[40..]
+}
+
+/// How stale a file's mtime may get before a read refreshes it: LRU eviction needs the order of
+/// use only to this precision, and not writing metadata on every hit saves a journal update.
+const USE_MARK_PRECISION: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Reads a store file whole and marks it used (its mtime) if the mark is older than
+/// [`USE_MARK_PRECISION`].
+fn read_marking_use(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let md = f.metadata()?;
+    let mut bytes = Vec::with_capacity(md.len() as usize);
+    f.read_to_end(&mut bytes)?;
+    mark_use(path, &md);
+    Ok(bytes)
+}
+
+/// Refreshes the mtime of `path` (whose metadata is `md`) if it is older than
+/// [`USE_MARK_PRECISION`].
+fn mark_use(path: &Path, md: &fs::Metadata) {
+    let stale = md
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_none_or(|age| age > USE_MARK_PRECISION);
+    if stale {
+        touch(path);
+    }
+}
+
+/// A read-only mapping of a whole store file. The store only ever replaces its files by rename,
+/// never truncates one in place, so the mapped inode keeps its length while it is mapped (a file
+/// truncated by hand during a hit would stop that process with SIGBUS, as for the file-hash table).
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn of(f: &fs::File, len: usize) -> io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty file"));
+        }
+        // SAFETY: a private read-only mapping of `len` bytes of an open file; populated at
+        // once (the pages are in the page cache: one call instead of a fault per page).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes and lives until Drop.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `of` mapped.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
 }
 
 /// Marks a file as just used, for LRU eviction (best effort).
@@ -692,7 +786,8 @@ mod tests {
         let keys: Vec<Digest> = (0..6u8).map(|i| Digest::of(&[i])).collect();
         for (i, k) in keys.iter().enumerate() {
             s.put_entry(k, &noise(i as u8)).unwrap();
-            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600 - i as u64);
+            let old =
+                std::time::SystemTime::now() - std::time::Duration::from_secs(3600 - i as u64);
             fs::File::options()
                 .write(true)
                 .open(s.entry_path(k))

@@ -392,28 +392,71 @@ pub fn normalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-/// Puts this call's prefixes back in place of the placeholders.
+/// Puts this call's prefixes back in place of the placeholders (one pass: every placeholder
+/// starts with \x01, which paths and compiler output do not contain).
 pub fn denormalize(text: &[u8], portable: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = text.to_vec();
-    for (i, p) in portable.iter().enumerate() {
-        out = replace(&out, &marker(i), p, |_| true);
-    }
+    let mut out = Vec::with_capacity(text.len() + 64 * portable.len());
+    denormalize_into(&mut out, text, portable).expect("writing to memory");
     out
+}
+
+/// [`denormalize`] written straight to `out` (a depfile is ~100 KB; building it in memory first
+/// costs fresh pages).
+pub fn denormalize_into(
+    out: &mut impl std::io::Write,
+    text: &[u8],
+    portable: &[Vec<u8>],
+) -> std::io::Result<()> {
+    let mut rest = text;
+    while let Some(at) = memchr::memchr(1, rest) {
+        out.write_all(&rest[..at])?;
+        rest = &rest[at..];
+        match placeholder(rest).and_then(|(i, len)| Some((portable.get(i)?, len))) {
+            Some((p, len)) => {
+                out.write_all(p)?;
+                rest = &rest[len..];
+            }
+            None => {
+                out.write_all(&[1])?;
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.write_all(rest)
+}
+
+/// The prefix index and length of the placeholder `text` starts with (see [`marker`]).
+fn placeholder(text: &[u8]) -> Option<(usize, usize)> {
+    let digits = text.strip_prefix(b"\x01PIK")?;
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || digits.get(n) != Some(&1) {
+        return None;
+    }
+    let i = std::str::from_utf8(&digits[..n]).ok()?.parse().ok()?;
+    Some((i, 4 + n + 1))
 }
 
 /// Replaces each occurrence of `needle` where `boundary` accepts the byte after it (None = end).
 fn replace(hay: &[u8], needle: &[u8], with: &[u8], boundary: fn(Option<u8>) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) && boundary(hay.get(i + needle.len()).copied()) {
+    let Some(&first) = needle.first() else {
+        return hay.to_vec();
+    };
+    // The haystacks are short arguments and paths: jumping between occurrences of the needle's
+    // first byte beats building a substring searcher for each.
+    let (mut done, mut from) = (0, 0);
+    while let Some(found) = memchr::memchr(first, &hay[from..]) {
+        let at = from + found;
+        if hay[at..].starts_with(needle) && boundary(hay.get(at + needle.len()).copied()) {
+            out.extend_from_slice(&hay[done..at]);
             out.extend_from_slice(with);
-            i += needle.len();
+            done = at + needle.len();
+            from = done;
         } else {
-            out.push(hay[i]);
-            i += 1;
+            from = at + 1;
         }
     }
+    out.extend_from_slice(&hay[done..]);
     out
 }
 
@@ -458,6 +501,13 @@ mod tests {
         assert_eq!(
             denormalize(&n, &[b"/other".to_vec()]),
             b"-I/other/include /src2/x /other"
+        );
+        // Two prefixes, one nested in the other's name, and a stray \x01 kept as it was.
+        let two = [b"/b".to_vec(), b"/b/build".to_vec()];
+        let n = normalize(b"/b/build/x.h:/b/y.h /bb \x01PIK9\x01 \x01", &two);
+        assert_eq!(
+            denormalize(&n, &[b"/t".to_vec(), b"/o".to_vec()]),
+            b"/t/build/x.h:/t/y.h /bb \x01PIK9\x01 \x01"
         );
         let inside = |p: &[u8]| under_prefix(&normalize(p, &c.portable), 0);
         assert!(inside(b"/src/include/linux/a.h"));

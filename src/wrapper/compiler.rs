@@ -14,9 +14,10 @@ use std::process::{Command, Stdio};
 /// Finds `name` as the build would, skipping any PATH entry where that name is pik itself
 /// (a masquerade link), so the wrapper never calls itself.
 pub fn resolve(name: &OsStr) -> io::Result<PathBuf> {
+    let me = own_identity();
     if name.as_bytes().contains(&b'/') {
         let p = PathBuf::from(name);
-        return if is_self(&p) {
+        return if is_self(&p, me) {
             Err(io::Error::other(format!(
                 "{} is pik itself; name the real compiler",
                 p.display()
@@ -31,7 +32,7 @@ pub fn resolve(name: &OsStr) -> io::Result<PathBuf> {
         let Ok(md) = std::fs::metadata(&cand) else {
             continue;
         };
-        if md.is_file() && md.mode() & 0o111 != 0 && !is_self(&cand) {
+        if md.is_file() && md.mode() & 0o111 != 0 && Some((md.dev(), md.ino())) != me {
             // An absolute argv[0]: gcc finds cc1 relative to where it was run from.
             return Ok(if cand.is_absolute() {
                 cand
@@ -49,11 +50,17 @@ pub fn resolve(name: &OsStr) -> io::Result<PathBuf> {
     ))
 }
 
-fn is_self(p: &Path) -> bool {
-    match (std::fs::canonicalize(p), std::env::current_exe()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+/// The device and inode of the running pik: a PATH entry that is pik (a link to it, or a hard
+/// link such as cargo's copy in `deps/`) has the same, and comparing them costs no path walk.
+fn own_identity() -> Option<(u64, u64)> {
+    let md = std::fs::metadata(std::env::current_exe().ok()?).ok()?;
+    Some((md.dev(), md.ino()))
+}
+
+fn is_self(p: &Path, me: Option<(u64, u64)>) -> bool {
+    std::fs::metadata(p)
+        .ok()
+        .is_some_and(|md| Some((md.dev(), md.ino())) == me)
 }
 
 /// Stat data that changes whenever a file is replaced or rewritten.

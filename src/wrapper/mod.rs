@@ -277,8 +277,8 @@ impl Ctx {
         // Attribute: whether the file mentions `.incbin` (see `scan_deps`).
         let hashes =
             FileHashCache::open_with_attr(&dir.join("filehash.v2"), HASH_SLOTS, mentions_incbin)?;
+        // The memo's directory is made when a memo is first written.
         let memo = dir.join("compilers");
-        std::fs::create_dir_all(&memo)?;
         let compiler_id = compiler::identity(&memo, &hashes, real)?;
         Ok(Ctx {
             store,
@@ -452,10 +452,12 @@ impl Ctx {
         started: Instant,
     ) -> Res<i32> {
         let key = self.key(c, argv, stdin)?;
-        let record = match self.store.get_entry(&key) {
-            Ok(Some(bytes)) => Record::decode(&bytes).unwrap_or_default(),
-            _ => Record::default(),
-        };
+        let entry = self.store.get_entry(&key).ok().flatten();
+        // Borrows the object and depfile from the entry's bytes: copying them costs fresh pages.
+        let record = entry
+            .as_deref()
+            .and_then(Record::decode)
+            .unwrap_or_default();
         for cand in &record.candidates {
             let (valid, how) = self.still_valid(c, cand);
             if !valid {
@@ -483,10 +485,14 @@ impl Ctx {
     fn restore(&self, c: &Compile, cand: &Candidate) -> Res<()> {
         if cand.exit_code == 0 {
             if c.output_is_file() {
-                write_file(&c.output, &cand.object)?;
+                write_file(&c.output, |f| f.write_all(&cand.object))?;
             }
             if let Some(d) = &c.depfile {
-                write_file(d, &args::denormalize(&cand.depfile, &c.portable))?;
+                write_file(d, |f| {
+                    let mut w = std::io::BufWriter::with_capacity(16 << 10, f);
+                    args::denormalize_into(&mut w, &cand.depfile, &c.portable)?;
+                    w.flush()
+                })?;
             }
         }
         std::io::stdout().write_all(&args::denormalize(&cand.stdout, &c.portable))?;
@@ -500,7 +506,7 @@ impl Ctx {
         argv: &[OsString],
         stdin: Option<&[u8]>,
         key: Digest,
-        mut record: Record,
+        mut record: Record<'_>,
         started: Instant,
     ) -> Res<i32> {
         // Without a depfile of the caller's, ask for one of our own (it does not change the
@@ -546,11 +552,11 @@ impl Ctx {
                     tree: None,
                     compile_ms,
                     exit_code: code,
-                    object: Vec::new(),
-                    depfile: Vec::new(),
+                    object: Vec::new().into(),
+                    depfile: Vec::new().into(),
                     extra_deps: Vec::new(),
-                    stdout: args::normalize(&stdout, &c.portable),
-                    stderr: args::normalize(&stderr, &c.portable),
+                    stdout: args::normalize(&stdout, &c.portable).into(),
+                    stderr: args::normalize(&stderr, &c.portable).into(),
                 };
                 let record = Record {
                     candidates: vec![cand],
@@ -584,11 +590,12 @@ impl Ctx {
                     std::fs::read(&c.output)?
                 } else {
                     Vec::new()
-                },
-                depfile: dep_text,
+                }
+                .into(),
+                depfile: dep_text.into(),
                 extra_deps,
-                stdout: args::normalize(&stdout, &c.portable),
-                stderr: args::normalize(&stderr, &c.portable),
+                stdout: args::normalize(&stdout, &c.portable).into(),
+                stderr: args::normalize(&stderr, &c.portable).into(),
             };
             record
                 .candidates
@@ -655,30 +662,41 @@ fn run_captured(
     Ok((status, out, err))
 }
 
-/// Writes `bytes` to `path` through a temp file and a rename, so an interrupted hit never leaves
-/// a truncated object for make to trust.
-fn write_file(path: &Path, bytes: &[u8]) -> Res<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+/// Writes a compiler output through a temp file beside it and a rename, so an interrupted hit
+/// never leaves a truncated object for make to trust; `fill` writes the content.
+fn write_file(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Res<()>) -> Res<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().unwrap_or_default().as_bytes();
+    let mut n = 0;
+    let (tmp, mut f) = loop {
+        // Unique among running processes (pid); a leftover of a dead one only bumps `n`.
+        let mut t = format!(".pik-{}-{n}-", std::process::id()).into_bytes();
+        t.extend_from_slice(name);
+        let tmp = path.with_file_name(OsStr::from_bytes(&t));
+        // Created with the mode the compiler would give it (0666 less the umask).
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 16 => n += 1,
+            Err(e) => return Err(e),
+        }
     };
-    let mut tmp = tempfile::Builder::new().prefix(".pik-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    // The mode the compiler would have given it (0666 less the umask), not the temp file's 0600.
-    use std::os::unix::fs::PermissionsExt;
-    // SAFETY: umask only swaps the process's mask; it is put back at once.
-    let mask = unsafe {
-        let m = libc::umask(0o022);
-        libc::umask(m);
-        m
-    };
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o666 & !(mask as u32)))?;
+    let written = fill(&mut f);
+    drop(f);
     // Renaming over an existing file makes ext4 flush the new data at once (auto_da_alloc),
     // ~0.3 ms per file; removing the old one first avoids that (make sees no file or a whole one).
-    let _ = std::fs::remove_file(path);
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let done = written.and_then(|()| {
+        let _ = std::fs::remove_file(path);
+        std::fs::rename(&tmp, path)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// The session log's reason for a probe's hit or miss (kept apart from real compiles').

@@ -5,12 +5,13 @@
 use super::args;
 use super::depfile;
 use pik_cache::Digest;
+use std::borrow::Cow;
 
 const MAGIC: &[u8; 8] = b"PIKCC003";
 
 /// One stored compile result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     /// Digest of every dependency's normalized path and content when it was compiled.
     pub deps_digest: Digest,
     /// How long the real compile took.
@@ -19,15 +20,15 @@ pub struct Candidate {
     /// compiler rejecting a flag), which then has no object.
     pub exit_code: i32,
     /// The object file.
-    pub object: Vec<u8>,
+    pub object: Cow<'a, [u8]>,
     /// The depfile, normalized (portable prefixes replaced by placeholders).
-    pub depfile: Vec<u8>,
+    pub depfile: Cow<'a, [u8]>,
     /// Dependencies the depfile does not list (`.incbin` files), normalized.
     pub extra_deps: Vec<Vec<u8>>,
     /// The compiler's stdout, normalized.
-    pub stdout: Vec<u8>,
+    pub stdout: Cow<'a, [u8]>,
     /// The compiler's stderr (warnings), normalized.
-    pub stderr: Vec<u8>,
+    pub stderr: Cow<'a, [u8]>,
     /// Set when the compile read a source tree `pik build` vouched for: a later call in the same
     /// tree need only check the dependencies outside it.
     pub tree: Option<TreeTag>,
@@ -47,7 +48,7 @@ pub struct TreeTag {
     pub outside_digest: Digest,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// Every dependency to check (normalized paths), in the order the digest covers them.
     pub fn deps(&self) -> Option<Vec<Vec<u8>>> {
         // A refused probe ran no preprocessor and read no file.
@@ -65,9 +66,9 @@ impl Candidate {
 
 /// All candidates under one key, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
+pub struct Record<'a> {
     /// The candidates.
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<Candidate<'a>>,
 }
 
 fn put(out: &mut Vec<u8>, b: &[u8]) {
@@ -91,7 +92,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
@@ -126,7 +127,7 @@ impl Record {
     }
 
     /// Parses the stored form; `None` if it is not one.
-    pub fn decode(bytes: &[u8]) -> Option<Record> {
+    pub fn decode(bytes: &'a [u8]) -> Option<Record<'a>> {
         let mut r = Reader(bytes.strip_prefix(MAGIC)?);
         let n = r.u64()?;
         let mut candidates = Vec::new();
@@ -134,15 +135,15 @@ impl Record {
             let deps_digest = Digest(r.bytes()?.try_into().ok()?);
             let compile_ms = r.u64()?;
             let exit_code = i32::try_from(r.u64()? as i64).ok()?;
-            let object = r.bytes()?.to_vec();
-            let depfile = r.bytes()?.to_vec();
+            let object = Cow::Borrowed(r.bytes()?);
+            let depfile = Cow::Borrowed(r.bytes()?);
             let ne = r.u64()?;
             let mut extra_deps = Vec::new();
             for _ in 0..ne.min(1 << 16) {
                 extra_deps.push(r.bytes()?.to_vec());
             }
-            let stdout = r.bytes()?.to_vec();
-            let stderr = r.bytes()?.to_vec();
+            let stdout = Cow::Borrowed(r.bytes()?);
+            let stderr = Cow::Borrowed(r.bytes()?);
             let tree = match r.u64()? {
                 0 => None,
                 1 => {
@@ -189,11 +190,11 @@ mod tests {
             deps_digest: Digest::of(b"d"),
             compile_ms: 42,
             exit_code: 0,
-            object: vec![1, 2, 3],
-            depfile: b"a.o: a.c b.h\n".to_vec(),
+            object: vec![1, 2, 3].into(),
+            depfile: b"a.o: a.c b.h\n".to_vec().into(),
             extra_deps: vec![b"x.gz".to_vec()],
-            stdout: vec![],
-            stderr: b"warning\n".to_vec(),
+            stdout: vec![].into(),
+            stderr: b"warning\n".to_vec().into(),
             tree: None,
         };
         let tagged = Candidate {
@@ -207,7 +208,7 @@ mod tests {
         };
         let refused = Candidate {
             exit_code: 1,
-            object: vec![],
+            object: vec![].into(),
             ..plain.clone()
         };
         let r = Record {
