@@ -6,7 +6,9 @@
 //! Usage (release pik, real kernel, real ccache):
 //!   cargo build --release && cargo bench --bench kernel_cache
 //! Environment: PIK_BENCH_PAIRS (default 5), PIK_BENCH_COLD_PAIRS (pairs that also time cold
-//! builds; default all; the first pair always fills the caches), PIK_BENCH_TARGETS (default
+//! builds; default all; the first pair always fills the caches), PIK_BENCH_CCACHE_COLD_PAIRS (of
+//! those, the pairs where ccache builds cold too; default all: later cold pairs time plain make
+//! against pik only, the cold goal's ratio), PIK_BENCH_TARGETS (default
 //! "Image modules dtbs"), PIK_BENCH_DIR (default target/bench-kernel-cache),
 //! PIK_BENCH_HIT_CALLS (default 300). Results: a table on stdout and `results.json` in the dir.
 
@@ -51,6 +53,8 @@ struct Bench {
     pik: PathBuf,
     /// What `pik build` tells its wrapper about the workspace (see `wrapper::TREE_ENV`).
     tree_env: (&'static str, std::ffi::OsString),
+    /// What `pik build` tells its wrapper about the real compiler (`wrapper::COMPILER_ENV`).
+    compiler_env: (&'static str, std::ffi::OsString),
 }
 
 impl Bench {
@@ -108,7 +112,8 @@ impl Bench {
             Who::Pik => {
                 c.env("PIK_OBJECT_CACHE_DIR", &cache)
                     .env("PIK_CACHE_DIR", self.dir.join("pik-state"))
-                    .env(self.tree_env.0, &self.tree_env.1);
+                    .env(self.tree_env.0, &self.tree_env.1)
+                    .env(self.compiler_env.0, &self.compiler_env.1);
             }
             Who::Plain => {}
         }
@@ -186,14 +191,17 @@ fn sample_compile(bdir: &Path) -> (String, PathBuf) {
     (line, bdir.to_path_buf())
 }
 
-/// One run of `line` through `sh -c` in `bdir` as `who`'s build would run it; wall ms.
-fn time_hit(b: &Bench, who: Who, bdir: &Path, line: &str) -> f64 {
+/// `sh -c <line>` in `bdir` with the environment `who`'s build gave its compiles (the same for
+/// the timed calls and the instruction count, so both look up the same cache entry).
+fn hit_command(b: &Bench, who: Who, bdir: &Path, line: &str) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c")
         .arg(line)
         .current_dir(bdir)
         .env("LC_ALL", "C")
-        .env("KBUILD_BUILD_TIMESTAMP", "Tue Jan  1 00:00:00 UTC 1980");
+        .env("KBUILD_BUILD_TIMESTAMP", "Tue Jan  1 00:00:00 UTC 1980")
+        .env("KBUILD_BUILD_USER", "pik")
+        .env("KBUILD_BUILD_HOST", "pik");
     if let Some(m) = b.masq(who) {
         c.env(
             "PATH",
@@ -210,10 +218,17 @@ fn time_hit(b: &Bench, who: Who, bdir: &Path, line: &str) -> f64 {
         }
         Who::Pik => {
             c.env("PIK_OBJECT_CACHE_DIR", b.cache_dir(who))
-                .env(b.tree_env.0, &b.tree_env.1);
+                .env(b.tree_env.0, &b.tree_env.1)
+                .env(b.compiler_env.0, &b.compiler_env.1);
         }
         Who::Plain => {}
     }
+    c
+}
+
+/// One run of `line` as [`hit_command`] makes it; wall ms.
+fn time_hit(b: &Bench, who: Who, bdir: &Path, line: &str) -> f64 {
+    let mut c = hit_command(b, who, bdir, line);
     let t = Instant::now();
     sh(&mut c);
     t.elapsed().as_secs_f64() * 1000.0
@@ -230,6 +245,9 @@ fn main() {
     ));
     let pairs: usize = env_or("PIK_BENCH_PAIRS", "5").parse().unwrap();
     let cold_pairs: usize = env_or("PIK_BENCH_COLD_PAIRS", &pairs.to_string())
+        .parse()
+        .unwrap();
+    let ccache_cold_pairs: usize = env_or("PIK_BENCH_CCACHE_COLD_PAIRS", &cold_pairs.to_string())
         .parse()
         .unwrap();
     let hit_calls: usize = env_or("PIK_BENCH_HIT_CALLS", "300").parse().unwrap();
@@ -284,9 +302,16 @@ fn main() {
     let tree = std::fs::canonicalize(&tree).unwrap();
     let key = tree.file_name().unwrap().to_string_lossy().into_owned();
     let tree_env = pik::wrapper::source_tree_env(&key, &tree);
+    // Found on this PATH, which has no masquerade dir yet.
+    let compiler_env = pik::wrapper::compiler_env(
+        "aarch64-linux-gnu-gcc",
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )
+    .expect("aarch64-linux-gnu-gcc on PATH");
     let b = Bench {
         dir: dir.clone(),
         tree_env,
+        compiler_env,
         tree,
         config: cfg_dir.join(".config"),
         targets,
@@ -307,10 +332,16 @@ fn main() {
         let mut order = contenders.to_vec();
         order.rotate_left(pair % contenders.len());
         for who in order {
-            if pair < cold_pairs.max(1) {
+            let ccache = matches!(who, Who::CcacheDefault | Who::CcacheDepend);
+            let cold = if ccache {
+                pair < ccache_cold_pairs.min(cold_pairs).max(1)
+            } else {
+                pair < cold_pairs.max(1)
+            };
+            if cold {
                 b.empty_cache(who);
                 let t = b.build(who, &format!("{who:?}-cold-{pair}"));
-                if pair < cold_pairs {
+                if pair < cold_pairs && (!ccache || pair < ccache_cold_pairs) {
                     cold_t.entry(who.name()).or_default().push(t);
                 }
                 let c = b.cache_dir(who);
@@ -347,6 +378,11 @@ fn main() {
     }
     runs.push(("floor: sh -c :", Who::Plain, dir.clone(), ":".to_string()));
     let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Once untimed: a hit's environment is not all of the build's (kbuild exports more), so
+    // pik's first call may store the entry the timed ones hit.
+    for (_, who, cwd, line) in &runs {
+        time_hit(&b, *who, cwd, line);
+    }
     for _ in 0..hit_calls {
         for (name, who, cwd, line) in &runs {
             times
@@ -363,29 +399,19 @@ fn main() {
             continue;
         }
         let vg = format!("valgrind --tool=callgrind --callgrind-out-file=/dev/null {line}");
-        let o = {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(&vg).current_dir(cwd).env("LC_ALL", "C");
-            let m = b.masq(*who).unwrap();
-            c.env(
-                "PATH",
-                format!("{}:{}", m.display(), std::env::var("PATH").unwrap()),
-            );
-            match who {
-                Who::Pik => c
-                    .env("PIK_OBJECT_CACHE_DIR", b.cache_dir(*who))
-                    .env(b.tree_env.0, &b.tree_env.1),
-                Who::CcacheDepend => c
-                    .env("CCACHE_DIR", b.cache_dir(*who))
-                    .env("CCACHE_DEPEND", "1"),
-                _ => c.env("CCACHE_DIR", b.cache_dir(*who)),
-            };
-            c.output()
-        };
+        let log = dir.join("callgrind-session.log");
+        let _ = std::fs::remove_file(&log);
+        let o = hit_command(&b, *who, cwd, &vg)
+            .env("PIK_SESSION_LOG", &log)
+            .output();
+        // pik says whether this was a hit; a count of anything else is not reported as one.
+        let hit =
+            *who != Who::Pik || std::fs::read_to_string(&log).is_ok_and(|t| t.starts_with("h "));
         if let Ok(o) = o {
             let text = String::from_utf8_lossy(&o.stderr).to_string();
             if let Some(n) = text.lines().find_map(|l| l.split("Collected : ").nth(1)) {
-                instructions.insert(*name, n.trim().to_string());
+                let n = n.trim().to_string();
+                instructions.insert(*name, if hit { n } else { format!("{n} (not a hit)") });
             }
         }
     }
@@ -426,6 +452,16 @@ fn main() {
             "| {n} | {} | {ratio_c} | {} | {ratio_w} | {size} |",
             fmt(c),
             fmt(w)
+        );
+    }
+    // The cold goal's ratio pair by pair too (both builds of a pair ran minutes apart).
+    if let (Some(p), Some(k)) = (cold_t.get("plain make"), cold_t.get("pik")) {
+        let r: Vec<f64> = p.iter().zip(k).map(|(p, k)| k / p).collect();
+        let (m, lo, hi) = stats(&r);
+        let each: Vec<String> = r.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "\npik cold / plain make, pair by pair: median {m:.3} (min {lo:.3}, max {hi:.3}): {}",
+            each.join(", ")
         );
     }
     println!("\n| one hit of kernel/fork.o ({hit_calls} calls, via sh -c) | median ms | min–max ms | instructions (callgrind) |");

@@ -45,9 +45,11 @@ impl Lock {
 pub fn exchange(a: &Path, b: &Path) -> Result<()> {
     let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
     let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both strings are valid NUL-terminated paths; the call only reads them.
+    // The raw system call: older C libraries (musl before 1.2.5, for a static pik) lack the
+    // wrapper. SAFETY: both strings are valid NUL-terminated paths; the call only reads them.
     let rc = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             ca.as_ptr(),
             libc::AT_FDCWD,

@@ -136,7 +136,14 @@ impl Kbuild {
         path.extend(std::env::split_paths(
             &std::env::var_os("PATH").unwrap_or_default(),
         ));
+        cmd.env_remove(crate::wrapper::COMPILER_ENV);
         if let Ok(p) = std::env::join_paths(path) {
+            if self.masquerade.is_some() {
+                let name = self.toolchain.cc_name();
+                if let Some((k, v)) = crate::wrapper::compiler_env(&name, &p) {
+                    cmd.env(k, v);
+                }
+            }
             cmd.env("PATH", p);
         }
         match &self.cache_log {

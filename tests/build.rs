@@ -201,15 +201,26 @@ fn bcm2712_mini_boots_under_qemu() {
             "512M",
             "-nographic",
             "-no-reboot",
+            // No network card: its boot ROM comes from ipxe-qemu, only a recommendation of
+            // qemu-system-arm, and the kernel needs no network to reach its root mount.
+            "-nic",
+            "none",
             "-kernel",
         ])
         .arg(b.out.join("Image"))
         .args(["-append", "console=ttyAMA0 panic=-1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("qemu-system-aarch64 (apt-get install qemu-system-arm)");
+    // qemu's own complaints (a missing ROM, a bad option), for the failure message.
+    let mut stderr = child.stderr.take().unwrap();
+    let complaints = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -239,9 +250,10 @@ fn bcm2712_mini_boots_under_qemu() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    let complaints = complaints.join().unwrap_or_default();
     assert!(
         found,
-        "no 'VFS: Unable to mount root' on the serial console; saw:\n{}",
+        "no 'VFS: Unable to mount root' on the serial console; saw:\n{}\nqemu's stderr:\n{complaints}",
         seen.join("\n")
     );
     let release = b.manifest["kernelrelease"].as_str().unwrap();

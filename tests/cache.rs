@@ -881,3 +881,37 @@ fn cache_commands_report_and_maintain_the_store() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a size"));
 }
+
+#[test]
+fn the_compiler_named_by_pik_build_is_used_and_a_wrong_name_never_loops() {
+    let base = tempfile::tempdir().unwrap();
+    let store = base.path().join("objects");
+    let d = base.path();
+    std::fs::write(d.join("a.c"), "int a(int x) { return x * 3; }\n").unwrap();
+    let args = ["-O2", "-c", "a.c", "-o", "a.o"];
+    // What `pik build` sets is what runs: a compiler that is not there fails the call, by name.
+    let gone = "aarch64-linux-gnu-gcc=/nonexistent/aarch64-linux-gnu-gcc";
+    let o = cc_env(d, &store, &args, &[("PIK_COMPILER", gone)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/nonexistent/aarch64-linux-gnu-gcc"), "{err}");
+    assert!(!d.join("a.o").exists());
+    // A setting naming pik's own link: that pik finds the real compiler on PATH, once.
+    let masq = d.join("masq");
+    std::fs::create_dir_all(&masq).unwrap();
+    std::os::unix::fs::symlink(pik_bin(), masq.join("aarch64-linux-gnu-gcc")).unwrap();
+    let own = format!(
+        "aarch64-linux-gnu-gcc={}",
+        masq.join("aarch64-linux-gnu-gcc").display()
+    );
+    let o = cc_env(d, &store, &args, &[("PIK_COMPILER", &own)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(d.join("a.o").exists());
+    // Another name's setting is not this compiler's.
+    let other = "clang=/nonexistent/clang";
+    std::fs::remove_file(d.join("a.o")).unwrap();
+    let o = cc_env(d, &store, &args, &[("PIK_COMPILER", other)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(cc(d, &store, &args).status.success());
+    assert_eq!(last_event(&store), "h");
+}

@@ -384,10 +384,12 @@ const USE_MARK_PRECISION: std::time::Duration = std::time::Duration::from_secs(6
 /// [`USE_MARK_PRECISION`].
 fn read_marking_use(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut f = fs::File::open(path)?;
+    let f = fs::File::open(path)?;
     let md = f.metadata()?;
     let mut bytes = Vec::with_capacity(md.len() as usize);
-    f.read_to_end(&mut bytes)?;
+    // Bounded by the size just read, so one `read` does it (no second stat, no probe at EOF):
+    // store files are replaced by rename, never grown in place.
+    f.take(md.len()).read_to_end(&mut bytes)?;
     mark_use(path, &md);
     Ok(bytes)
 }

@@ -14,6 +14,11 @@ use std::process::{Command, Stdio};
 /// Finds `name` as the build would, skipping any PATH entry where that name is pik itself
 /// (a masquerade link), so the wrapper never calls itself.
 pub fn resolve(name: &OsStr) -> io::Result<PathBuf> {
+    resolve_on(name, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`resolve`] on the search path `path` (a PATH value).
+pub fn resolve_on(name: &OsStr, path: &OsStr) -> io::Result<PathBuf> {
     let me = own_identity();
     if name.as_bytes().contains(&b'/') {
         let p = PathBuf::from(name);
@@ -26,8 +31,7 @@ pub fn resolve(name: &OsStr) -> io::Result<PathBuf> {
             Ok(p)
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
+    for dir in std::env::split_paths(path) {
         let cand = dir.join(name);
         let Ok(md) = std::fs::metadata(&cand) else {
             continue;

@@ -127,9 +127,33 @@ pub fn store_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Set by `pik build` to `<name>=<absolute path>`: the real compiler its masquerade link `name`
+/// stands for, found once on the build's PATH instead of by every wrapped call (a dozen `stat`s).
+pub const COMPILER_ENV: &str = "PIK_COMPILER";
+
+/// The [`COMPILER_ENV`] setting for the compiler `name` on the search path `path` (a PATH value,
+/// masquerade dir included: pik's own links are skipped as the wrapper skips them).
+pub fn compiler_env(name: &str, path: &OsStr) -> Option<(&'static str, OsString)> {
+    let real = compiler::resolve_on(OsStr::new(name), path).ok()?;
+    let mut v = OsString::from(format!("{name}="));
+    v.push(real);
+    Some((COMPILER_ENV, v))
+}
+
+/// The real compiler [`COMPILER_ENV`] names for `name`, if it names one.
+fn compiler_from_env(name: &OsStr) -> Option<PathBuf> {
+    let v = std::env::var_os(COMPILER_ENV)?;
+    let rest = v
+        .as_bytes()
+        .strip_prefix(name.as_bytes())?
+        .strip_prefix(b"=")?;
+    rest.starts_with(b"/")
+        .then(|| PathBuf::from(OsStr::from_bytes(rest)))
+}
+
 /// Runs as the compiler named `name` (masquerade mode: pik was run through a link).
 pub fn run_masquerade(name: &OsStr, args: Vec<OsString>) -> i32 {
-    match compiler::resolve(name) {
+    match compiler_from_env(name).map_or_else(|| compiler::resolve(name), Ok) {
         Ok(real) => run(&real, args),
         Err(e) => {
             eprintln!("pik: {e}");
@@ -145,6 +169,7 @@ pub fn run_cc(compiler_name: &OsStr, args: Vec<OsString>) -> i32 {
 
 fn run(real: &Path, args: Vec<OsString>) -> i32 {
     let started = Instant::now();
+    short_lived_heap();
     if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
         return exec(real, &args);
     }
@@ -185,16 +210,32 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
         Ok(ctx) => ctx,
         Err(e) => return fallback(None, "store", format!("store: {e}")),
     };
-    match ctx.compile(&c, &args, stdin.as_deref(), started) {
+    let code = match ctx.compile(&c, &args, stdin.as_deref(), started) {
         Ok(code) => code,
         Err(e) => fallback(Some(&ctx.store), "internal", e.to_string()),
+    };
+    // The process ends now: unmapping the hash table and closing files would be wasted syscalls.
+    std::mem::forget(ctx);
+    code
+}
+
+/// Tunes the C library's allocator for a process that lives a few milliseconds: large buffers
+/// (an entry, its object) come from the heap instead of a mapping each, so freeing one costs no
+/// `munmap` and the next allocation reuses its pages instead of faulting in fresh ones.
+fn short_lived_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator thresholds; called before this path allocates much.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 4 << 20);
     }
 }
 
 /// Runs the real compiler uncached on stdin `input` (pik has read the caller's stdin already),
 /// with stdout and stderr the caller's.
 fn run_real(real: &Path, args: &[OsString], input: &[u8]) -> i32 {
-    let child = Command::new(real).args(args).stdin(Stdio::piped()).spawn();
+    let child = real_compiler(real).args(args).stdin(Stdio::piped()).spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -243,9 +284,17 @@ fn note(store: Option<&Store>, e: &Event, kind: &str, reason: &str, output: &Pat
     }
 }
 
+/// A command running the real compiler. Without [`COMPILER_ENV`]: should a wrong setting name
+/// pik itself, that pik finds the compiler on PATH instead of calling itself again.
+fn real_compiler(real: &Path) -> Command {
+    let mut c = Command::new(real);
+    c.env_remove(COMPILER_ENV);
+    c
+}
+
 /// Replaces this process with the real compiler (argv[0] absolute, see compiler::resolve).
 fn exec(real: &Path, args: &[OsString]) -> i32 {
-    let err = Command::new(real).args(args).exec();
+    let err = real_compiler(real).args(args).exec();
     eprintln!("pik: cannot run {}: {err}", real.display());
     127
 }
@@ -520,7 +569,7 @@ impl Ctx {
                     .into_temp_path(),
             ),
         };
-        let mut cmd = Command::new(&self.real);
+        let mut cmd = real_compiler(&self.real);
         cmd.args(argv);
         if let Some(p) = &own_dep {
             cmd.arg("-MD").arg("-MF").arg(p);
