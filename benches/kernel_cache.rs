@@ -10,7 +10,12 @@
 //! those, the pairs where ccache builds cold too; default all: later cold pairs time plain make
 //! against pik only, the cold goal's ratio), PIK_BENCH_TARGETS (default
 //! "Image modules dtbs"), PIK_BENCH_DIR (default target/bench-kernel-cache),
-//! PIK_BENCH_HIT_CALLS (default 300). Results: a table on stdout and `results.json` in the dir.
+//! PIK_BENCH_HIT_CALLS (default 300), PIK_BENCH_STORE_PAGES (what each contender's store is in the
+//! page cache when a warm build starts: `evict` (default: on disk only, for every contender alike),
+//! `load` (every file read just before), `asis` (whatever the runs before left)).
+//! PIK_BENCH_COLD_PAIRS=0 times warm builds only, on the caches an earlier run left in the dir.
+//! PIK_BENCH_CONTENDERS (default "plain,ccache-default,ccache-depend,pik"; pik is required).
+//! Results: a table on stdout and `results.json` in the dir.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,16 @@ enum Who {
 }
 
 impl Who {
+    /// Its name in PIK_BENCH_CONTENDERS.
+    fn key(self) -> &'static str {
+        match self {
+            Who::Plain => "plain",
+            Who::CcacheDefault => "ccache-default",
+            Who::CcacheDepend => "ccache-depend",
+            Who::Pik => "pik",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Who::Plain => "plain make",
@@ -55,6 +70,62 @@ struct Bench {
     tree_env: (&'static str, std::ffi::OsString),
     /// What `pik build` tells its wrapper about the real compiler (`wrapper::COMPILER_ENV`).
     compiler_env: (&'static str, std::ffi::OsString),
+    /// pik's cache outcome per build (its session log), by build name.
+    summaries: std::cell::RefCell<Vec<(String, pik::wrapper::Summary)>>,
+    /// The page-cache state of a contender's store when its warm build starts.
+    store_pages: StorePages,
+}
+
+/// Whether a store's files are in memory when a warm build starts. It matters on this VM, whose
+/// page cache is reclaimed within minutes: a warm build right after its own cold build finds
+/// every entry in memory, one later reads them from disk. Set alike for every contender.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StorePages {
+    Evict,
+    Load,
+    AsIs,
+}
+
+impl StorePages {
+    fn from_env() -> StorePages {
+        match env_or("PIK_BENCH_STORE_PAGES", "evict").as_str() {
+            "evict" => StorePages::Evict,
+            "load" => StorePages::Load,
+            "asis" => StorePages::AsIs,
+            other => panic!("PIK_BENCH_STORE_PAGES={other}: expected evict, load or asis"),
+        }
+    }
+
+    /// Puts every file under `dir` in this state (written back first, so eviction can drop it).
+    fn apply(self, dir: &Path) {
+        if self == StorePages::AsIs {
+            return;
+        }
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        for e in walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let Ok(mut f) = std::fs::File::open(e.path()) else {
+                continue;
+            };
+            match self {
+                StorePages::Load => {
+                    let _ = std::io::copy(&mut f, &mut std::io::sink());
+                }
+                StorePages::Evict => {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: a valid open descriptor; advice only, no memory is touched.
+                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                }
+                StorePages::AsIs => {}
+            }
+        }
+    }
 }
 
 impl Bench {
@@ -121,14 +192,20 @@ impl Bench {
     }
 
     /// A fresh configured build dir; returns the seconds `make <targets>` took in it.
-    fn build(&self, who: Who, name: &str) -> f64 {
+    fn build(&self, who: Who, name: &str, warm: bool) -> f64 {
         let bdir = self.dir.join("builds").join(name);
         let _ = std::fs::remove_dir_all(&bdir);
         std::fs::create_dir_all(&bdir).unwrap();
         std::fs::copy(&self.config, bdir.join(".config")).unwrap();
         sh(&mut self.make(who, &bdir, &["olddefconfig".to_string()]));
+        let session = bdir.join("pik-session.log");
+        if warm {
+            self.store_pages.apply(&self.cache_dir(who));
+        }
         let t = Instant::now();
-        sh(&mut self.make(who, &bdir, &self.targets));
+        sh(self
+            .make(who, &bdir, &self.targets)
+            .env(pik::wrapper::SESSION_LOG_ENV, &session));
         if who == Who::Pik {
             // What `pik build` does after every build, so it is timed too: train the store's
             // compression dictionary once there is enough to learn from, evict over the limit.
@@ -138,7 +215,19 @@ impl Bench {
                 .stdout(Stdio::null()));
         }
         let s = t.elapsed().as_secs_f64();
-        eprintln!("  {:<24} {name:<28} {s:8.1} s", who.name());
+        let mut outcome = String::new();
+        if who == Who::Pik {
+            let sum = pik::wrapper::Summary::read(&session);
+            outcome = format!(
+                "  {} hits, {} misses ({:.1} % hit), {} probe hits",
+                sum.hits,
+                sum.misses,
+                sum.hit_rate * 100.0,
+                sum.probe_hits
+            );
+            self.summaries.borrow_mut().push((name.to_string(), sum));
+        }
+        eprintln!("  {:<24} {name:<28} {s:8.1} s{outcome}", who.name());
         s
     }
 
@@ -251,6 +340,10 @@ fn main() {
         .parse()
         .unwrap();
     let hit_calls: usize = env_or("PIK_BENCH_HIT_CALLS", "300").parse().unwrap();
+    let selected = env_or(
+        "PIK_BENCH_CONTENDERS",
+        "plain,ccache-default,ccache-depend,pik",
+    );
     let targets: Vec<String> = env_or("PIK_BENCH_TARGETS", "Image modules dtbs")
         .split_whitespace()
         .map(String::from)
@@ -312,6 +405,8 @@ fn main() {
         dir: dir.clone(),
         tree_env,
         compiler_env,
+        summaries: Default::default(),
+        store_pages: StorePages::from_env(),
         tree,
         config: cfg_dir.join(".config"),
         targets,
@@ -323,7 +418,14 @@ fn main() {
         b.targets
     );
 
-    let contenders = [Who::Plain, Who::CcacheDefault, Who::CcacheDepend, Who::Pik];
+    let contenders: Vec<Who> = [Who::Plain, Who::CcacheDefault, Who::CcacheDepend, Who::Pik]
+        .into_iter()
+        .filter(|w| selected.split(',').any(|s| s.trim() == w.key()))
+        .collect();
+    assert!(
+        contenders.contains(&Who::Pik),
+        "PIK_BENCH_CONTENDERS={selected}: name pik and any of plain, ccache-default, ccache-depend"
+    );
     let mut cold_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut warm_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut sizes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
@@ -333,14 +435,23 @@ fn main() {
         order.rotate_left(pair % contenders.len());
         for who in order {
             let ccache = matches!(who, Who::CcacheDefault | Who::CcacheDepend);
+            // The first pair fills the caches, unless asked for warm builds only.
+            let first = usize::from(cold_pairs > 0);
             let cold = if ccache {
-                pair < ccache_cold_pairs.min(cold_pairs).max(1)
+                pair < ccache_cold_pairs.min(cold_pairs).max(first)
             } else {
-                pair < cold_pairs.max(1)
+                pair < cold_pairs.max(first)
             };
+            if !cold && pair == 0 && who != Who::Plain {
+                assert!(
+                    du(&b.cache_dir(who), true) > 1 << 20,
+                    "PIK_BENCH_COLD_PAIRS=0 needs the caches of an earlier run in {}",
+                    b.dir.display()
+                );
+            }
             if cold {
                 b.empty_cache(who);
-                let t = b.build(who, &format!("{who:?}-cold-{pair}"));
+                let t = b.build(who, &format!("{who:?}-cold-{pair}"), false);
                 if pair < cold_pairs && (!ccache || pair < ccache_cold_pairs) {
                     cold_t.entry(who.name()).or_default().push(t);
                 }
@@ -348,8 +459,12 @@ fn main() {
                 sizes.insert(who.name(), (du(&c, false), du(&c, true)));
             }
             if who != Who::Plain {
-                let t = b.build(who, &format!("{who:?}-warm-{pair}"));
+                let t = b.build(who, &format!("{who:?}-warm-{pair}"), true);
                 warm_t.entry(who.name()).or_default().push(t);
+                let c = b.cache_dir(who);
+                sizes
+                    .entry(who.name())
+                    .or_insert_with(|| (du(&c, false), du(&c, true)));
             }
         }
     }
@@ -361,6 +476,9 @@ fn main() {
     // Repeatably, the instructions callgrind counts in the wrapper process.
     let mut runs: Vec<(&str, Who, PathBuf, String)> = Vec::new();
     for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
+        if !contenders.contains(&who) {
+            continue;
+        }
         let bdir = dir
             .join("builds")
             .join(format!("{who:?}-warm-{}", pairs - 1));
@@ -428,7 +546,7 @@ fn main() {
         .fold(f64::INFINITY, f64::min);
     println!("| contender | cold median (min–max) s | cold / plain | warm median (min–max) s | warm / best ccache warm | cache on disk (apparent) |");
     println!("|---|---|---|---|---|---|");
-    for who in contenders {
+    for &who in &contenders {
         let n = who.name();
         let c = cold_t.get(n).map(|v| stats(v));
         let w = warm_t.get(n).map(|v| stats(v));
@@ -464,6 +582,31 @@ fn main() {
             each.join(", ")
         );
     }
+    // And the warm goal's: pik against the faster ccache of the same pair.
+    let ccache_runs: Vec<&Vec<f64>> = warm_t
+        .iter()
+        .filter(|(k, _)| k.starts_with("ccache"))
+        .map(|(_, v)| v)
+        .collect();
+    if let (Some(k), false) = (warm_t.get("pik"), ccache_runs.is_empty()) {
+        let r: Vec<f64> = k
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                k / ccache_runs
+                    .iter()
+                    .map(|v| v[i])
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
+        let (m, lo, hi) = stats(&r);
+        let each: Vec<String> = r.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "pik warm / the pair's faster ccache warm, pair by pair: median {m:.3} (min {lo:.3}, max {hi:.3}): {}; store pages at warm start: {:?}",
+            each.join(", "),
+            b.store_pages
+        );
+    }
     println!("\n| one hit of kernel/fork.o ({hit_calls} calls, via sh -c) | median ms | min–max ms | instructions (callgrind) |");
     println!("|---|---|---|---|");
     for (n, (m, lo, hi)) in &per_hit {
@@ -472,14 +615,28 @@ fn main() {
     }
     let floor = per_hit[TRUE_FLOOR].0;
     for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
+        if !contenders.contains(&who) {
+            continue;
+        }
         println!(
             "{}: own cost per hit {:.2} ms (median above the /bin/true floor)",
             who.name(),
             per_hit[who.name()].0 - floor
         );
     }
+    for (name, sum) in b.summaries.borrow().iter() {
+        println!(
+            "pik {name}: {} hits, {} misses ({:.1} % of cacheable compiles hit), uncacheable {:?}",
+            sum.hits,
+            sum.misses,
+            sum.hit_rate * 100.0,
+            sum.uncacheable
+        );
+    }
     let json = serde_json::json!({
+        "pik_cache_outcome": b.summaries.borrow().iter().cloned().collect::<BTreeMap<_, _>>(),
         "targets": b.targets, "pairs": pairs,
+        "store_pages_at_warm_start": format!("{:?}", b.store_pages),
         "cold_s": cold_t, "warm_s": warm_t,
         "cache_disk_bytes": sizes.iter().map(|(k, v)| (k.to_string(), v.0)).collect::<BTreeMap<_, _>>(),
         "cache_apparent_bytes": sizes.iter().map(|(k, v)| (k.to_string(), v.1)).collect::<BTreeMap<_, _>>(),
