@@ -218,13 +218,7 @@ impl Bench {
         let mut outcome = String::new();
         if who == Who::Pik {
             let sum = pik::wrapper::Summary::read(&session);
-            outcome = format!(
-                "  {} hits, {} misses ({:.1} % hit), {} probe hits",
-                sum.hits,
-                sum.misses,
-                sum.hit_rate * 100.0,
-                sum.probe_hits
-            );
+            outcome = format!("  {sum}");
             self.summaries.borrow_mut().push((name.to_string(), sum));
         }
         eprintln!("  {:<24} {name:<28} {s:8.1} s{outcome}", who.name());
@@ -426,6 +420,13 @@ fn main() {
         contenders.contains(&Who::Pik),
         "PIK_BENCH_CONTENDERS={selected}: name pik and any of plain, ccache-default, ccache-depend"
     );
+    // Those whose single hits are timed.
+    let hitters: Vec<Who> = [Who::Pik, Who::CcacheDepend, Who::CcacheDefault]
+        .into_iter()
+        .filter(|w| contenders.contains(w))
+        .collect();
+    // The first pair fills the caches, unless asked for warm builds only.
+    let first = usize::from(cold_pairs > 0);
     let mut cold_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut warm_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut sizes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
@@ -435,8 +436,6 @@ fn main() {
         order.rotate_left(pair % contenders.len());
         for who in order {
             let ccache = matches!(who, Who::CcacheDefault | Who::CcacheDepend);
-            // The first pair fills the caches, unless asked for warm builds only.
-            let first = usize::from(cold_pairs > 0);
             let cold = if ccache {
                 pair < ccache_cold_pairs.min(cold_pairs).max(first)
             } else {
@@ -475,10 +474,7 @@ fn main() {
     // starting any program costs: the wrapper's own cost is a hit above this) and `sh -c :`.
     // Repeatably, the instructions callgrind counts in the wrapper process.
     let mut runs: Vec<(&str, Who, PathBuf, String)> = Vec::new();
-    for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
-        if !contenders.contains(&who) {
-            continue;
-        }
+    for &who in &hitters {
         let bdir = dir
             .join("builds")
             .join(format!("{who:?}-warm-{}", pairs - 1));
@@ -539,10 +535,15 @@ fn main() {
         b.targets.join(" ")
     );
     let plain = cold_t.get("plain make").map(|v| stats(v).0);
-    let ccache_warm = warm_t
+    // Every ccache mode's warm times, pair by pair.
+    let ccache_runs: Vec<&Vec<f64>> = warm_t
         .iter()
         .filter(|(k, _)| k.starts_with("ccache"))
-        .map(|(_, v)| stats(v).0)
+        .map(|(_, v)| v)
+        .collect();
+    let ccache_warm = ccache_runs
+        .iter()
+        .map(|v| stats(v).0)
         .fold(f64::INFINITY, f64::min);
     println!("| contender | cold median (min–max) s | cold / plain | warm median (min–max) s | warm / best ccache warm | cache on disk (apparent) |");
     println!("|---|---|---|---|---|---|");
@@ -583,11 +584,6 @@ fn main() {
         );
     }
     // And the warm goal's: pik against the faster ccache of the same pair.
-    let ccache_runs: Vec<&Vec<f64>> = warm_t
-        .iter()
-        .filter(|(k, _)| k.starts_with("ccache"))
-        .map(|(_, v)| v)
-        .collect();
     if let (Some(k), false) = (warm_t.get("pik"), ccache_runs.is_empty()) {
         let r: Vec<f64> = k
             .iter()
@@ -614,10 +610,7 @@ fn main() {
         println!("| {n} | {m:.2} | {lo:.2}–{hi:.2} | {ir} |");
     }
     let floor = per_hit[TRUE_FLOOR].0;
-    for who in [Who::Pik, Who::CcacheDepend, Who::CcacheDefault] {
-        if !contenders.contains(&who) {
-            continue;
-        }
+    for &who in &hitters {
         println!(
             "{}: own cost per hit {:.2} ms (median above the /bin/true floor)",
             who.name(),
@@ -626,10 +619,7 @@ fn main() {
     }
     for (name, sum) in b.summaries.borrow().iter() {
         println!(
-            "pik {name}: {} hits, {} misses ({:.1} % of cacheable compiles hit), uncacheable {:?}",
-            sum.hits,
-            sum.misses,
-            sum.hit_rate * 100.0,
+            "pik {name}: {sum}; uncacheable by reason {:?}",
             sum.uncacheable
         );
     }

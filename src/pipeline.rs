@@ -566,16 +566,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         firmware_view(&out, &kbuild::absolute(fw)?)?;
     }
     let cache_line = match &cache_summary {
-        Some(c) => format!(
-            "pik: cache   {} hits, {} misses ({:.1} % hit rate), {} of {} compiler probes \
-             answered, {} uncacheable calls\n",
-            c.hits,
-            c.misses,
-            c.hit_rate * 100.0,
-            c.probe_hits,
-            c.probe_hits + c.probe_misses,
-            c.uncacheable.values().sum::<u64>()
-        ),
+        Some(c) => format!("pik: cache   {c}\n"),
         None => "pik: cache   off (--no-cache)\n".to_string(),
     };
     let dev_line = match &m.dev {

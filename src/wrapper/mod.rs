@@ -912,3 +912,20 @@ impl Summary {
         s
     }
 }
+
+/// The one-line form the build summary and the benchmark print.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} hits, {} misses ({:.1} % hit rate), {} of {} compiler probes answered, \
+             {} uncacheable calls",
+            self.hits,
+            self.misses,
+            self.hit_rate * 100.0,
+            self.probe_hits,
+            self.probe_hits + self.probe_misses,
+            self.uncacheable.values().sum::<u64>()
+        )
+    }
+}
