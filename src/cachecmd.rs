@@ -83,31 +83,31 @@ pub fn stats(json: bool) -> Result<()> {
             "miss_time_s": t.miss_ms as f64 / 1000.0,
             "files": u.files, "bytes": u.bytes, "disk_bytes": u.disk_bytes, "max_size": limit,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!("cache dir      {}", store.root().display());
-    println!("hits           {}", t.hits);
-    println!("misses         {}", t.misses);
-    println!("hit rate       {:.2} %", t.hit_rate() * 100.0);
-    println!("uncacheable    {}", t.uncacheable.values().sum::<u64>());
+    crate::outln!("cache dir      {}", store.root().display())?;
+    crate::outln!("hits           {}", t.hits)?;
+    crate::outln!("misses         {}", t.misses)?;
+    crate::outln!("hit rate       {:.2} %", t.hit_rate() * 100.0)?;
+    crate::outln!("uncacheable    {}", t.uncacheable.values().sum::<u64>())?;
     for (why, n) in &t.uncacheable {
-        println!("  {n:>10}  {}", why.replace('_', " "));
+        crate::outln!("  {n:>10}  {}", why.replace('_', " "))?;
     }
     if !t.errors.is_empty() {
-        println!("errors         {}", t.errors.values().sum::<u64>());
+        crate::outln!("errors         {}", t.errors.values().sum::<u64>())?;
         for (why, n) in &t.errors {
-            println!("  {n:>10}  {}", why.replace('_', " "));
+            crate::outln!("  {n:>10}  {}", why.replace('_', " "))?;
         }
     }
-    println!("time saved     {:.1} s", t.saved_ms as f64 / 1000.0);
-    println!(
+    crate::outln!("time saved     {:.1} s", t.saved_ms as f64 / 1000.0)?;
+    crate::outln!(
         "size           {} on disk ({} in {} files), limit {}",
         mib(u.disk_bytes),
         mib(u.bytes),
         u.files,
         mib(limit)
-    );
+    )?;
     Ok(())
 }
 
@@ -118,14 +118,14 @@ fn report_sweep(what: &str, s: &pik_cache::Sweep, json: bool) -> Result<()> {
             "before": {"files": s.before.files, "disk_bytes": s.before.disk_bytes},
             "after": {"files": s.after.files, "disk_bytes": s.after.disk_bytes},
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        println!(
+        crate::outln!(
             "pik: {what}: removed {} files; {} → {} on disk",
             s.removed,
             mib(s.before.disk_bytes),
             mib(s.after.disk_bytes)
-        );
+        )?;
     }
     Ok(())
 }
@@ -146,7 +146,7 @@ pub fn verify(json: bool) -> Result<bool> {
 /// `pik cache clear`.
 pub fn clear() -> Result<()> {
     let u = open()?.clear()?;
-    println!("pik: cleared {} files ({})", u.files, mib(u.disk_bytes));
+    crate::outln!("pik: cleared {} files ({})", u.files, mib(u.disk_bytes))?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use crate::data::DataDir;
 use crate::pipeline::{self, Options};
 use crate::progress::Reporter;
-use crate::{cachecmd, doctor, kbuild, target, toolchain};
+use crate::{cachecmd, doctor, target, toolchain};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -152,6 +152,10 @@ struct Common {
     /// Extra patch (-p1), applied after the target's series (repeatable).
     #[arg(long = "patch", value_name = "FILE")]
     patches: Vec<PathBuf>,
+    /// Let patches apply inexactly: GNU patch's fuzz factor (lines of context it may ignore).
+    /// Default 0: a hunk's context must match the tree exactly (at any line).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    patch_fuzz: u32,
     /// Don't apply kconfigs/nixos.config (the options NixOS requires).
     #[arg(long)]
     no_nixos: bool,
@@ -180,7 +184,7 @@ struct BuildArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Parallel jobs (default: number of CPUs).
-    #[arg(short = 'j', long = "jobs")]
+    #[arg(short = 'j', long = "jobs", value_parser = parse_jobs)]
     jobs: Option<usize>,
     /// Stop after Kconfig and its check; leave the .config in the build dir.
     #[arg(long)]
@@ -212,6 +216,15 @@ struct ConfigArgs {
     savedefconfig: PathBuf,
 }
 
+/// `-j N`: at least 1.
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn options(c: Common) -> (Options, bool) {
     let json = c.json;
     (
@@ -226,6 +239,7 @@ fn options(c: Common) -> (Options, bool) {
             no_nixos: c.no_nixos,
             kconfigs: c.kconfigs,
             patches_dir: c.patches_dir,
+            patch_fuzz: c.patch_fuzz,
             toolchain: toolchain::Request {
                 prefix: c.toolchain,
                 llvm: c.llvm,
@@ -250,19 +264,19 @@ pub fn run() -> Result<ExitCode> {
             opt.no_memo = b.no_memo;
             opt.dev = b.dev;
             opt.no_dev = b.no_dev;
-            kbuild::install_interrupt_handler();
+            crate::interrupt::install_handler();
             let mut rep = Reporter::new(json);
             pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::NixBuilder => {
-            kbuild::install_interrupt_handler();
+            crate::interrupt::install_handler();
             crate::nixbuilder::run()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(c) => {
             let (opt, json) = options(c.common);
-            kbuild::install_interrupt_handler();
+            crate::interrupt::install_handler();
             let mut rep = Reporter::new(json);
             pipeline::savedefconfig(&opt, &c.savedefconfig, &mut rep)
                 .inspect_err(|e| rep.fail(e))?;
@@ -280,7 +294,7 @@ pub fn run() -> Result<ExitCode> {
                         "profiles": t.profiles.iter().map(|(k, p)| (k.clone(), p.description.clone())).collect::<std::collections::BTreeMap<_, _>>(),
                     }))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 for t in &all {
                     let alias = if t.aliases.is_empty() {
@@ -288,14 +302,14 @@ pub fn run() -> Result<ExitCode> {
                     } else {
                         format!(" (alias {})", t.aliases.join(", "))
                     };
-                    println!("{}{alias}: {}", t.name, t.description);
+                    crate::outln!("{}{alias}: {}", t.name, t.description)?;
                     for (name, p) in &t.profiles {
                         let def = if *name == t.default_profile {
                             " [default]"
                         } else {
                             ""
                         };
-                        println!("    {name}{def}: {}", p.description);
+                        crate::outln!("    {name}{def}: {}", p.description)?;
                     }
                 }
             }
@@ -306,12 +320,12 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Cmd::Firmware { from, dir } => {
-            let files = pipeline::firmware_view(&from, &dir)?;
-            println!(
+            let files = pipeline::firmware_command(&from, &dir)?;
+            crate::outln!(
                 "pik: wrote {} files for the boot partition to {}",
                 files.len(),
                 dir.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Nar { command } => match command {
@@ -327,13 +341,13 @@ pub fn run() -> Result<ExitCode> {
                 };
                 let i = crate::nar::info(&path, &name, &store_dir)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&i)?);
+                    crate::outln!("{}", serde_json::to_string_pretty(&i)?)?;
                 } else {
-                    println!("narHash    {}", i.nar_hash);
-                    println!("narHash    {}", i.sri);
-                    println!("sha256     {}", i.hex);
-                    println!("narSize    {}", i.nar_size);
-                    println!("storePath  {}", i.store_path);
+                    crate::outln!("narHash    {}", i.nar_hash)?;
+                    crate::outln!("narHash    {}", i.sri)?;
+                    crate::outln!("sha256     {}", i.hex)?;
+                    crate::outln!("narSize    {}", i.nar_size)?;
+                    crate::outln!("storePath  {}", i.store_path)?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -366,7 +380,7 @@ pub fn run() -> Result<ExitCode> {
             let data = DataDir::kconfigs(None);
             let t = target::find(&data, &t)?;
             let checks = doctor::run_checks(&t.triple, &toolchain::Request { prefix: tc, llvm });
-            Ok(if doctor::report(&checks, json) {
+            Ok(if doctor::report(&checks, json)? {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -50,10 +50,11 @@ impl DataDir {
             DataDir::Builtin(dir, _) => Ok(dir.get_file(&rel).map(|f| f.contents().to_vec())),
             DataDir::Disk(d) => {
                 let p = d.join(&rel);
-                match std::fs::read(&p) {
-                    Ok(b) => Ok(Some(b)),
+                match std::fs::metadata(&p) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+                    _ => {
+                        crate::fsutil::read_regular(&p, crate::fsutil::BLOB_LIMIT, false).map(Some)
+                    }
                 }
             }
         }

@@ -30,8 +30,8 @@ pub fn stage(kb: &Kbuild, release: &str, dev: &Path) -> Result<tempfile::TempDir
         .append(true)
         .open(&kb.log)
         .with_context(|| format!("opening the build log {}", kb.log.display()))?;
-    let out = std::process::Command::new("sh")
-        .arg(&script)
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(&script)
         .arg(&build)
         .current_dir(&kb.build_dir)
         .env("srctree", &kb.tree)
@@ -43,9 +43,13 @@ pub fn stage(kb: &Kbuild, release: &str, dev: &Path) -> Result<tempfile::TempDir
         .env("MAKE", "make")
         .env("LC_ALL", "C")
         .stdout(log.try_clone()?)
-        .stderr(std::process::Stdio::piped())
-        .output()
+        .stderr(std::process::Stdio::piped());
+    let (child, registration) = crate::interrupt::spawn(&mut cmd, SCRIPT)?;
+    let out = child
+        .wait_with_output()
         .with_context(|| format!("running {}", script.display()))?;
+    drop(registration);
+    crate::interrupt::check(SCRIPT)?;
     if !out.status.success() {
         bail!(
             "{SCRIPT} failed ({}): {}\nbuild dir (kept): {}",

@@ -107,22 +107,23 @@ pub fn run_checks(triple: &str, req: &toolchain::Request) -> Vec<Check> {
 }
 
 /// Prints the checks; returns true when every required one passed.
-pub fn report(checks: &[Check], json: bool) -> bool {
+pub fn report(checks: &[Check], json: bool) -> anyhow::Result<bool> {
     let ok = checks.iter().all(|c| !c.required || c.found.is_some());
     if json {
-        println!("{}", serde_json::json!({"ok": ok, "checks": checks}));
-        return ok;
+        crate::outln!("{}", serde_json::json!({"ok": ok, "checks": checks}))?;
+        return Ok(ok);
     }
     for c in checks {
         match &c.found {
-            Some(f) => println!("  ok       {:<40} {f}", c.what),
+            Some(f) => crate::outln!("  ok       {:<40} {f}", c.what)?,
             None if c.required => {
-                println!("  MISSING  {:<40} apt-get install {}", c.what, c.package)
+                crate::outln!("  MISSING  {:<40} apt-get install {}", c.what, c.package)?
             }
-            None => println!(
+            None => crate::outln!(
                 "  absent   {:<40} optional: apt-get install {}",
-                c.what, c.package
-            ),
+                c.what,
+                c.package
+            )?,
         }
     }
     let missing: Vec<&str> = checks
@@ -131,12 +132,12 @@ pub fn report(checks: &[Check], json: bool) -> bool {
         .map(|c| c.package.as_str())
         .collect();
     if missing.is_empty() {
-        println!("everything pik build needs is here");
+        crate::outln!("everything pik build needs is here")?;
     } else {
-        println!(
+        crate::outln!(
             "missing; install with: apt-get install {}",
             missing.join(" ")
-        );
+        )?;
     }
-    ok
+    Ok(ok)
 }

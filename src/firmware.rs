@@ -4,6 +4,7 @@
 //! snippets with the settings known for the Pi 5. Written from an output tree into a temp dir
 //! and swapped into place, like the output itself.
 
+use crate::claim::{Claim, FIRMWARE_MARKER};
 use crate::output;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -20,13 +21,23 @@ pub struct Source<'a> {
     pub release: &'a str,
 }
 
-/// Writes the firmware view of `src` to `dir`; returns the files written (relative).
-pub fn write(src: &Source, dir: &Path) -> Result<Vec<String>> {
-    let _lock = output::lock(dir)?;
-    let tmp = output::temp_beside(dir)?;
+/// Writes the firmware view of `src` to the claimed `dir`; returns the files written
+/// (relative). Only regular files of the output tree are copied: a symlink planted in it is
+/// refused, never followed.
+pub fn write(src: &Source, dir: &Claim) -> Result<Vec<String>> {
+    let _lock = output::lock(&dir.dest)?;
+    let tmp = output::temp_beside(&dir.dest)?;
     let root = tmp.path();
     let mut files = Vec::new();
     let mut copy = |from: &Path, rel: &str| -> Result<()> {
+        let md = std::fs::symlink_metadata(from)
+            .with_context(|| format!("reading {}", from.display()))?;
+        if !md.is_file() {
+            bail!(
+                "{} is not a regular file (a symlink or special file in a pik output?);                  refusing to copy it",
+                from.display()
+            );
+        }
         let to = root.join(rel);
         if let Some(p) = to.parent() {
             std::fs::create_dir_all(p)?;
@@ -46,25 +57,13 @@ pub fn write(src: &Source, dir: &Path) -> Result<Vec<String>> {
     }
     copy(&image, src.firmware_image)?;
     let dtbs = src.out.join("dtbs/broadcom");
-    let mut names: Vec<_> = std::fs::read_dir(&dtbs)
-        .with_context(|| format!("listing {}", dtbs.display()))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".dtb"))
-        .collect();
-    names.sort();
-    for n in &names {
+    for n in names_in(&dtbs)?.iter().filter(|n| n.ends_with(".dtb")) {
         copy(&dtbs.join(n), n)?;
     }
     let overlays = src.out.join("dtbs/overlays");
     let mut has_kms_pi5 = false;
     if overlays.is_dir() {
-        let mut ov: Vec<_> = std::fs::read_dir(&overlays)?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
-        ov.sort();
-        for n in &ov {
+        for n in &names_in(&overlays)? {
             has_kms_pi5 |= n == "vc4-kms-v3d-pi5.dtbo";
             copy(&overlays.join(n), &format!("overlays/{n}"))?;
         }
@@ -74,8 +73,29 @@ pub fn write(src: &Source, dir: &Path) -> Result<Vec<String>> {
     files.push("config.txt".into());
     std::fs::write(root.join("cmdline.txt"), cmdline_txt())?;
     files.push("cmdline.txt".into());
+    // What pik wrote, so a later run recognizes the view as its own to replace.
+    let marker = serde_json::json!({
+        "schema": "pik.firmware/1",
+        "from": src.out.display().to_string(),
+        "files": files,
+        "listing_blake3": crate::claim::listing(root, None)?,
+    });
+    std::fs::write(
+        root.join(FIRMWARE_MARKER),
+        serde_json::to_vec_pretty(&marker)?,
+    )?;
     crate::output::swap_in(tmp, dir)?;
     Ok(files)
+}
+
+/// The names in a directory of the output tree, sorted (plain names: read_dir gives no others).
+fn names_in(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    Ok(names)
 }
 
 /// `config.txt` for the target.

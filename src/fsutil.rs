@@ -147,6 +147,7 @@ pub fn link_farm(src: &Path, dst: &Path, skip: &dyn Fn(&Path, bool) -> bool) -> 
     let walker = walkdir::WalkDir::new(src).follow_links(false).into_iter();
     let mut it = walker;
     while let Some(entry) = it.next() {
+        crate::interrupt::check("linking the workspace")?;
         let entry = entry.with_context(|| format!("walking {}", src.display()))?;
         let rel = entry.path().strip_prefix(src)?;
         let is_dir = entry.file_type().is_dir();
@@ -184,6 +185,47 @@ pub fn link_farm(src: &Path, dst: &Path, skip: &dyn Fn(&Path, bool) -> bool) -> 
     Ok(files)
 }
 
+/// Reads a file pik only needs to look at (a Makefile it sniffs, a fragment, a patch, a
+/// derivation's attributes): it must be a regular file (a FIFO would block, `/dev/zero` never
+/// end) of at most `limit` bytes. Symlinks are followed unless `nofollow`.
+pub fn read_regular(path: &Path, limit: u64, nofollow: bool) -> Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NONBLOCK | if nofollow { libc::O_NOFOLLOW } else { 0 };
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let too_big = || anyhow::anyhow!("{} is larger than {limit} bytes", path.display());
+    if md.len() > limit {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(buf)
+}
+
+/// The most pik reads of a text input it parses (a fragment, a target file, a manifest).
+pub const TEXT_LIMIT: u64 = 64 << 20;
+
+/// The most pik reads of a patch or another input it only passes on.
+pub const BLOB_LIMIT: u64 = 1 << 30;
+
+/// Like [`read_regular`], as UTF-8 text.
+pub fn read_text(path: &Path, limit: u64) -> Result<String> {
+    String::from_utf8(read_regular(path, limit, false)?)
+        .with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
 /// Finds an executable named `name` on `$PATH` (or returns it when it is a path).
 pub fn which(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
@@ -217,6 +259,7 @@ pub fn link_tree(from: &Path, to: &Path) -> Result<()> {
 
 fn place_tree(from: &Path, to: &Path, link: bool) -> Result<()> {
     for e in walkdir::WalkDir::new(from).follow_links(false) {
+        crate::interrupt::check("placing a tree")?;
         let e = e?;
         let rel = e.path().strip_prefix(from)?;
         let dst = to.join(rel);

@@ -6,32 +6,9 @@
 use crate::toolchain::Toolchain;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Set when the user pressed Ctrl-C; pik forwards the signal to make and then cleans up.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// The process group of the running make (0 = none). make runs in its own group so that one
-/// signal from pik's handler reaches make and every compiler it started.
-static MAKE_PGID: AtomicI32 = AtomicI32::new(0);
-
-/// Installs the Ctrl-C/SIGTERM handler: remember the interruption and pass it on to make.
-pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let pgid = MAKE_PGID.load(Ordering::SeqCst);
-        if pgid > 0 {
-            // SAFETY: sending a signal to a process group we created; no memory is touched.
-            unsafe {
-                libc::kill(-pgid, libc::SIGINT);
-            }
-        }
-    });
-}
 
 /// Default `SOURCE_DATE_EPOCH`, as nixpkgs' stdenv uses: 1980-01-01T00:00:00Z.
 pub const DEFAULT_EPOCH: i64 = 315_532_800;
@@ -205,16 +182,10 @@ impl Kbuild {
         let log = Arc::new(Mutex::new(log));
         let mut cmd = self.command(targets, extra);
         writeln!(log.lock().unwrap(), "$ {}", render(&cmd))?;
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted (Ctrl-C) before make {}", targets.join(" "));
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .context("running make (install the Debian package make)")?;
-        MAKE_PGID.store(child.id() as i32, Ordering::SeqCst);
+        let what = format!("make {}", targets.join(" "));
+        let (mut child, registration) =
+            crate::interrupt::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()), &what)
+                .context("install the Debian package make")?;
         let stderr = child.stderr.take().context("make stderr")?;
         let err_log = Arc::clone(&log);
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -243,11 +214,9 @@ impl Kbuild {
             on_line(&String::from_utf8_lossy(&line));
         }
         let status = child.wait()?;
-        MAKE_PGID.store(0, Ordering::SeqCst);
+        drop(registration);
         let _ = err_thread.join();
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted (Ctrl-C) during make {}", targets.join(" "));
-        }
+        crate::interrupt::check(&what)?;
         if !status.success() {
             let tail = tail.lock().unwrap();
             let errors: Vec<&String> = tail

@@ -51,6 +51,57 @@ pub fn read_config(path: &Path) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// Splits and checks one `--set CONFIG_FOO=value`: the symbol is upper-case letters, digits and
+/// `_`; the value is `y`, `m`, `n`, a decimal or hex number, a double-quoted string, or a plain
+/// word — never empty, never with a line break (it would become a second setting).
+pub fn check_set(s: &str) -> Result<(&str, &str)> {
+    let hint = "expected CONFIG_SYMBOL=value, e.g. --set CONFIG_PREEMPT=y, --set CONFIG_HZ=250, \
+                --set CONFIG_CMDLINE='\"console=ttyAMA10\"'";
+    let (sym, val) = s
+        .split_once('=')
+        .with_context(|| format!("--set {s:?}: no `=`; {hint}"))?;
+    let sym = sym.strip_prefix("CONFIG_").unwrap_or(sym);
+    if sym.is_empty()
+        || !sym
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+    {
+        bail!(
+            "--set {s:?}: {sym:?} is not a Kconfig symbol (upper-case letters, digits, _); {hint}"
+        );
+    }
+    let plain_word = |v: &str| {
+        v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.,:/+@".contains(&c))
+    };
+    let quoted = |v: &str| {
+        v.len() >= 2
+            && v.starts_with('"')
+            && v.ends_with('"')
+            && !v.chars().any(|c| c.is_control())
+            && {
+                // Inner quotes must be escaped, as in a .config.
+                let inner = &v[1..v.len() - 1];
+                let mut esc = false;
+                inner.chars().all(|c| {
+                    let ok = esc || c != '"';
+                    esc = !esc && c == '\\';
+                    ok
+                }) && !esc
+            }
+    };
+    if val.is_empty() {
+        bail!("--set {s:?}: the value is empty; use CONFIG_{sym}=n to unset it, or \"\" for an empty string");
+    }
+    if !(plain_word(val) || quoted(val)) {
+        bail!(
+            "--set {s:?}: {val:?} is not a Kconfig value (y, m, n, a number, a plain word, or a \
+             double-quoted string without line breaks)"
+        );
+    }
+    Ok((sym, val))
+}
+
 /// Parses `--set` arguments (`CONFIG_FOO=y`, `FOO=m`, `CONFIG_BAR="x"`, `FOO=n`) into a fragment.
 pub fn set_fragment(sets: &[String]) -> Result<Option<Fragment>> {
     if sets.is_empty() {
@@ -58,13 +109,7 @@ pub fn set_fragment(sets: &[String]) -> Result<Option<Fragment>> {
     }
     let mut text = String::new();
     for s in sets {
-        let (sym, val) = s.split_once('=').with_context(|| {
-            format!("--set {s:?}: expected CONFIG_SYMBOL=value (e.g. --set CONFIG_PREEMPT=y)")
-        })?;
-        let sym = sym.trim().trim_start_matches("CONFIG_");
-        if sym.is_empty() || !sym.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            bail!("--set {s:?}: {sym:?} is not a Kconfig symbol name");
-        }
+        let (sym, val) = check_set(s)?;
         if val == "n" {
             text.push_str(&format!("# CONFIG_{sym} is not set\n"));
         } else {
@@ -110,17 +155,18 @@ pub fn configure(kb: &Kbuild, base: &str, fragments: &[Fragment]) -> Result<Path
     }
     let config = build.join(".config");
     if !paths.is_empty() {
-        let out = Command::new(kb.tree.join("scripts/kconfig/merge_config.sh"))
-            .arg("-m")
-            .arg("-Q")
-            .arg("-O")
-            .arg(build)
-            .arg(&config)
-            .args(&paths)
-            .current_dir(build)
-            .env("LC_ALL", "C")
-            .output()
-            .context("running the kernel's scripts/kconfig/merge_config.sh")?;
+        let out = crate::interrupt::output(
+            Command::new(kb.tree.join("scripts/kconfig/merge_config.sh"))
+                .arg("-m")
+                .arg("-Q")
+                .arg("-O")
+                .arg(build)
+                .arg(&config)
+                .args(&paths)
+                .current_dir(build)
+                .env("LC_ALL", "C"),
+            "the kernel's scripts/kconfig/merge_config.sh",
+        )?;
         kb.append_log(&out.stdout);
         kb.append_log(&out.stderr);
         if !out.status.success() {
@@ -340,6 +386,26 @@ mod tests {
         assert_eq!(f.text, "CONFIG_A=y\n# CONFIG_B is not set\n");
         assert!(set_fragment(&["nonsense".into()]).is_err());
         assert!(set_fragment(&["CONFIG_A B=y".into()]).is_err());
+        for ok in [
+            "CONFIG_HZ=250",
+            "CONFIG_X=0x1f",
+            "CONFIG_S=\"a \\\"b\\\" c\"",
+            "CONFIG_S=\"\"",
+        ] {
+            assert!(check_set(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "FOO",
+            "CONFIG_X=",
+            "CONFIG_lower=y",
+            "CONFIG_X=y\nCONFIG_Y=y",
+            "CONFIG_S=\"a\nb\"",
+            "CONFIG_S=\"unterminated",
+            "CONFIG_S=\"a\"b\"",
+            "CONFIG_S=two words",
+        ] {
+            assert!(check_set(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

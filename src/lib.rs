@@ -4,13 +4,26 @@
 //! One module per step of `pik build` (see `../shared/DESIGN.md`):
 //! target data → source → patches → Kconfig → kbuild → outputs + manifest.
 
+/// `println!` that fails instead of panicking when standard output is closed or full
+/// (`pik targets > /dev/full`): an `anyhow` error to pass on with `?`.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))
+    }};
+}
+
 pub mod cachecmd;
+pub mod claim;
 pub mod cli;
 pub mod data;
 pub mod dev;
 pub mod doctor;
 pub mod firmware;
 pub mod fsutil;
+pub mod interrupt;
 pub mod kbuild;
 pub mod kconfig;
 pub mod manifest;

@@ -41,6 +41,8 @@ pub struct Inputs {
     pub set: Vec<String>,
     /// `SOURCE_DATE_EPOCH` used.
     pub source_date_epoch: i64,
+    /// GNU patch's fuzz factor the patches were applied with (0 = exactly).
+    pub patch_fuzz: u32,
     /// The make targets built.
     pub make_targets: Vec<String>,
 }
@@ -63,6 +65,9 @@ pub struct DevOutput {
     pub path: String,
     /// Digest of the whole dev tree, as [`describe_tree`] computes it.
     pub tree_blake3: String,
+    /// Digest of the dev tree's listing ([`crate::claim::listing`]): how pik recognizes the
+    /// tree as its own before replacing it.
+    pub listing_blake3: String,
     /// narHash, narSize and store path of the dev tree.
     pub nar: crate::nar::NarInfo,
 }
@@ -80,6 +85,7 @@ impl DevOutput {
         Ok(DevOutput {
             path: path.display().to_string(),
             tree_blake3,
+            listing_blake3: crate::claim::listing(staged, None)?,
             nar,
         })
     }
@@ -112,6 +118,9 @@ pub struct Manifest {
     pub out: String,
     /// Digest of the whole output tree (all entries below, in order).
     pub tree_blake3: String,
+    /// Digest of the output tree's listing ([`crate::claim::listing`]): how pik recognizes the
+    /// tree as its own before replacing it.
+    pub listing_blake3: String,
     /// What Nix records for the output tree: narHash, narSize, and the store path
     /// `nix-store --add <out>` gives it.
     pub nar: crate::nar::NarInfo,

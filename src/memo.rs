@@ -10,6 +10,7 @@
 //! dir and a rename. A damaged entry (a file whose BLAKE3 is not the recorded one) is removed and
 //! the build runs normally.
 
+use crate::claim::Claim;
 use crate::manifest;
 use crate::output;
 use anyhow::{Context, Result};
@@ -38,6 +39,8 @@ pub struct Inputs<'a> {
     pub source_digest: &'a str,
     /// Patch bytes, in order.
     pub patches: Vec<&'a [u8]>,
+    /// The fuzz factor they are applied with.
+    pub patch_fuzz: u32,
     /// Fragment texts in merge order (target, profile, nixos, --fragment, --set).
     pub fragments: Vec<&'a str>,
     /// The cross toolchain's identity (version text and content hash).
@@ -70,6 +73,9 @@ pub fn key(inp: &Inputs) -> Result<String> {
     part("source", inp.source_digest.as_bytes());
     for p in &inp.patches {
         part("patch", p);
+    }
+    if inp.patch_fuzz != 0 {
+        part("patch-fuzz", &inp.patch_fuzz.to_le_bytes());
     }
     for f in &inp.fragments {
         part("fragment", f.as_bytes());
@@ -135,7 +141,7 @@ pub struct Hit {
     /// The tree, copied and verified, in a temp dir beside `out`.
     pub staged: tempfile::TempDir,
     /// The dev tree (when asked for), copied and verified, beside its destination.
-    pub dev: Option<(tempfile::TempDir, PathBuf)>,
+    pub dev: Option<tempfile::TempDir>,
 }
 
 /// Looks `key` up; on a hit copies the tree to a temp dir beside `out` (and the dev tree beside
@@ -143,7 +149,9 @@ pub struct Hit {
 /// is removed and reported as a miss; an entry without the dev output asked for is a miss.
 pub fn lookup(root: &Path, key: &str, out: &Path, dev: Option<&Path>) -> Result<Option<Hit>> {
     let e = root.join(key);
-    let Ok(raw) = std::fs::read(e.join("manifest.json")) else {
+    let Ok(raw) =
+        crate::fsutil::read_regular(&e.join("manifest.json"), crate::fsutil::TEXT_LIMIT, true)
+    else {
         return Ok(None);
     };
     if dev.is_some() && !e.join("dev").is_dir() {
@@ -176,7 +184,7 @@ pub fn lookup(root: &Path, key: &str, out: &Path, dev: Option<&Path>) -> Result<
         Ok(Some(manifest)) => Ok(Some(Hit {
             manifest,
             staged,
-            dev: dev_staged.zip(dev.map(Path::to_path_buf)),
+            dev: dev_staged,
         })),
         _ => {
             let _ = crate::fsutil::remove_tree(&e);
@@ -185,34 +193,45 @@ pub fn lookup(root: &Path, key: &str, out: &Path, dev: Option<&Path>) -> Result<
     }
 }
 
-/// Publishes a hit at `out` with its manifest (updated for this output) and Nix expression.
-pub fn publish(hit: Hit, key: &str, out: &Path, seconds: f64) -> Result<serde_json::Value> {
-    let _lock = output::lock(out)?;
+/// Publishes a hit at the claimed `out` (and `dev`) with its manifest (updated for this output)
+/// and Nix expression.
+pub fn publish(
+    hit: Hit,
+    key: &str,
+    out: &Claim,
+    dev: Option<&Claim>,
+    seconds: f64,
+) -> Result<serde_json::Value> {
+    let _lock = output::lock(&out.dest)?;
     let nar = crate::nar::info(
         hit.staged.path(),
-        &crate::nar::default_name(out)?,
+        &crate::nar::default_name(&out.dest)?,
         crate::nar::DEFAULT_STORE_DIR,
     )?;
     let config = std::fs::read_to_string(hit.staged.path().join("config"))?;
     let mut m = hit.manifest;
-    m["out"] = serde_json::json!(out.display().to_string());
+    m["out"] = serde_json::json!(out.dest.display().to_string());
+    m["listing_blake3"] = serde_json::json!(crate::claim::listing(hit.staged.path(), None)?);
     m["nar"] = serde_json::to_value(&nar)?;
     m["objects_compiled"] = serde_json::json!(0);
     m["memo"] = serde_json::json!({"key": key, "hit": true});
     m["timings_s"] = serde_json::json!({"memo": seconds, "total": seconds});
     m["dev"] = serde_json::Value::Null;
     let mut dev_lock = None;
-    if let Some((staged, dest)) = hit.dev {
-        dev_lock = Some(output::lock(&dest)?);
-        let d = manifest::DevOutput::describe(staged.path(), &dest)?;
-        output::swap_in(staged, &dest)?;
+    if let (Some(staged), Some(claim)) = (hit.dev, dev) {
+        dev_lock = Some(output::lock(&claim.dest)?);
+        let d = manifest::DevOutput::describe(staged.path(), &claim.dest)?;
+        output::swap_in(staged, claim)?;
         m["dev"] = serde_json::to_value(&d)?;
     }
     output::swap_in(hit.staged, out)?;
-    pik_cache::atomic_write(&output::manifest_path(out), &serde_json::to_vec_pretty(&m)?)?;
+    pik_cache::atomic_write(
+        &output::manifest_path(&out.dest),
+        &serde_json::to_vec_pretty(&m)?,
+    )?;
     let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
     crate::nixexpr::write_beside(
-        out,
+        &out.dest,
         m["inputs"]["kernel_version"].as_str().unwrap_or_default(),
         &s("kernelrelease"),
         &nar.sri,

@@ -47,7 +47,9 @@ pub fn dump(path: &Path, w: &mut impl Write) -> Result<()> {
 }
 
 fn node(path: &Path, w: &mut impl Write, depth: usize) -> Result<()> {
-    if depth > 256 {
+    // Nix sets no limit; a path longer than PATH_MAX (4096 bytes, so at most ~2048 levels)
+    // cannot be opened anyway. This only keeps a runaway recursion off the stack's end.
+    if depth > 4096 {
         bail!(
             "{}: directories nested too deeply for a NAR",
             path.display()
@@ -203,14 +205,18 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The store path name `nix-store --add DIR` uses: the last component of the path.
+/// The store path name `nix-store --add DIR` uses: the last component of the path, once `.`
+/// and `..` are resolved (`pik nar hash ..` names the parent directory).
 pub fn default_name(path: &Path) -> Result<String> {
-    let abs = crate::kbuild::absolute(path)?;
-    let name = abs
-        .file_name()
-        .map(|n| n.to_os_string().into_vec())
-        .unwrap_or_default();
-    String::from_utf8(name).context("the directory name is not UTF-8; pass --name")
+    let abs = crate::claim::resolve(path)?;
+    let Some(name) = abs.file_name() else {
+        bail!(
+            "{} has no name to derive a store path name from; pass --name",
+            path.display()
+        );
+    };
+    String::from_utf8(name.to_os_string().into_vec())
+        .context("the directory name is not UTF-8; pass --name")
 }
 
 #[cfg(test)]
@@ -261,5 +267,15 @@ mod tests {
             "/nix/store/admlvf4fvl3zm1n688b8vaf0bis81vqd-pik-kernel"
         );
         assert!(info(&t, "a b", DEFAULT_STORE_DIR).is_err());
+    }
+
+    #[test]
+    fn names_come_from_the_resolved_path() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("kernel/dtbs");
+        fs::create_dir_all(&sub).unwrap();
+        assert_eq!(default_name(&sub.join("..")).unwrap(), "kernel");
+        assert_eq!(default_name(&sub.join(".")).unwrap(), "dtbs");
+        assert!(default_name(Path::new("/")).is_err());
     }
 }

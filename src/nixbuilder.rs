@@ -40,7 +40,7 @@ impl Attrs {
             .into_iter()
             .chain([top.join(".attrs.json")]);
         for p in candidates {
-            if let Ok(bytes) = std::fs::read(&p) {
+            if let Ok(bytes) = crate::fsutil::read_regular(&p, crate::fsutil::TEXT_LIMIT, false) {
                 let v: Value = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{} is not JSON", p.display()))?;
                 let Value::Object(map) = v else {

@@ -4,6 +4,7 @@
 //! temp dir beside `--out`, verifies the layout, and swaps it into place under a lock, so a failed
 //! or interrupted build never leaves a half result and never destroys the previous one.
 
+use crate::claim::Claim;
 use crate::fsutil::{self, Lock};
 use crate::kbuild::Kbuild;
 use crate::target::Target;
@@ -162,16 +163,19 @@ pub fn check_layout(root: &Path, target: &Target, release: &str, modules: bool) 
     Ok(())
 }
 
-/// Moves the staged tree to `out`, replacing what was there in one step.
-pub fn publish(staged: Staged, out: &Path) -> Result<()> {
+/// Moves the staged tree to the claimed output, replacing what was there in one step.
+pub fn publish(staged: Staged, out: &Claim) -> Result<()> {
     swap_in(staged.dir, out)
 }
 
-/// Swaps a tree staged in a temp dir (from [`temp_beside`]) into place at `dest` in one step;
-/// on failure the staged tree is removed and `dest` is left as it was.
-pub fn swap_in(staged: tempfile::TempDir, dest: &Path) -> Result<()> {
+/// Swaps a tree staged in a temp dir (from [`temp_beside`]) into place at the claimed
+/// destination in one step, after checking once more that what is there is pik's to replace
+/// (the user may have put something there while the build ran); on failure the staged tree is
+/// removed and the destination is left as it was.
+pub fn swap_in(staged: tempfile::TempDir, dest: &Claim) -> Result<()> {
+    dest.check()?;
     let path = staged.keep();
-    fsutil::replace_dir(&path, dest).inspect_err(|_| {
+    fsutil::replace_dir(&path, &dest.dest).inspect_err(|_| {
         let _ = fsutil::remove_tree(&path);
     })
 }

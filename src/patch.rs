@@ -17,11 +17,19 @@ pub struct Patch {
     pub bytes: Vec<u8>,
     /// The `-p` level.
     pub strip: usize,
+    /// GNU patch's fuzz factor: 0 (the default) applies only hunks whose context matches
+    /// exactly (an offset is fine); `--patch-fuzz N` allows ignoring N lines of context.
+    pub fuzz: u32,
 }
 
 /// Reads the series `patches/<dir>/series` (absent series = no patches) followed by the user's
 /// `--patch` files, in order.
-pub fn load_series(data: &DataDir, dir: &str, extra: &[std::path::PathBuf]) -> Result<Vec<Patch>> {
+pub fn load_series(
+    data: &DataDir,
+    dir: &str,
+    extra: &[std::path::PathBuf],
+    fuzz: u32,
+) -> Result<Vec<Patch>> {
     let mut out = Vec::new();
     let series_rel = format!("{dir}/series");
     if let Some(series) = data.read(&series_rel)? {
@@ -61,15 +69,18 @@ pub fn load_series(data: &DataDir, dir: &str, extra: &[std::path::PathBuf]) -> R
                 name: data.describe(&rel),
                 bytes,
                 strip,
+                fuzz,
             });
         }
     }
     for p in extra {
-        let bytes = std::fs::read(p).with_context(|| format!("reading patch {}", p.display()))?;
+        let bytes = crate::fsutil::read_regular(p, crate::fsutil::BLOB_LIMIT, false)
+            .with_context(|| format!("reading --patch {}", p.display()))?;
         out.push(Patch {
             name: p.display().to_string(),
             bytes,
             strip: 1,
+            fuzz,
         });
     }
     for p in &out {
@@ -136,9 +147,10 @@ fn check_paths(p: &Patch) -> Result<()> {
 /// Digest of the series (order, levels, names' bytes), part of the workspace key.
 pub fn series_digest(patches: &[Patch]) -> blake3::Hash {
     let mut h = blake3::Hasher::new();
-    h.update(b"pik-series-v1\0");
+    h.update(b"pik-series-v2\0");
     for p in patches {
         h.update(&(p.strip as u64).to_le_bytes());
+        h.update(&p.fuzz.to_le_bytes());
         h.update(&(p.bytes.len() as u64).to_le_bytes());
         h.update(&p.bytes);
     }
@@ -147,9 +159,11 @@ pub fn series_digest(patches: &[Patch]) -> blake3::Hash {
 
 /// Applies `patches` in order to `tree` (pik's private copy). Each patch is dry-run first; the
 /// first that would fail stops everything with an error naming the patch, the file and the hunk.
-/// Files the patch touches are unshared first, so a hardlink farm over the user's tree never
-/// writes through to the user's inode.
-pub fn apply_all(tree: &Path, patches: &[Patch]) -> Result<()> {
+/// Hunks must match exactly (no fuzz unless the patch allows it); one found at another line is
+/// applied there and reported in the notes this returns. Files the patch touches are unshared
+/// first, so a hardlink farm over the user's tree never writes through to the user's inode.
+pub fn apply_all(tree: &Path, patches: &[Patch]) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
     for p in patches {
         run_patch(tree, p, true)?;
         for f in touched_files(p)? {
@@ -158,14 +172,32 @@ pub fn apply_all(tree: &Path, patches: &[Patch]) -> Result<()> {
                 crate::fsutil::unshare(&path)?;
             }
         }
-        run_patch(tree, p, false)?;
+        let log = run_patch(tree, p, false)?;
+        notes.extend(offsets(&p.name, &log));
     }
-    Ok(())
+    Ok(notes)
 }
 
-fn run_patch(tree: &Path, p: &Patch, dry_run: bool) -> Result<()> {
+/// "patch X: file F: Hunk #2 succeeded at 120 (offset 3 lines)." for each hunk that did not
+/// apply at the line its header names.
+fn offsets(name: &str, log: &str) -> Vec<String> {
+    let mut file = "";
+    let mut notes = Vec::new();
+    for line in log.lines() {
+        if let Some(f) = line.strip_prefix("patching file ") {
+            file = f.trim();
+        } else if line.starts_with("Hunk #") && (line.contains("offset") || line.contains("fuzz")) {
+            notes.push(format!("patch {name}: file {file}: {}", line.trim()));
+        }
+    }
+    notes
+}
+
+/// Runs GNU patch; returns what it printed.
+fn run_patch(tree: &Path, p: &Patch, dry_run: bool) -> Result<String> {
     let mut cmd = Command::new("patch");
     cmd.arg(format!("-p{}", p.strip))
+        .arg(format!("--fuzz={}", p.fuzz))
         .args(["--forward", "--batch", "--no-backup-if-mismatch", "-r", "-"])
         .arg("-d")
         .arg(tree)
@@ -176,24 +208,32 @@ fn run_patch(tree: &Path, p: &Patch, dry_run: bool) -> Result<()> {
     if dry_run {
         cmd.arg("--dry-run");
     }
-    let mut child = cmd
-        .spawn()
-        .context("running GNU patch (install the Debian package `patch`)")?;
+    let (mut child, registration) =
+        crate::interrupt::spawn(&mut cmd, "GNU patch (install the Debian package `patch`)")?;
     child
         .stdin
         .take()
         .context("patch stdin")?
         .write_all(&p.bytes)?;
     let out = child.wait_with_output()?;
-    if out.status.success() {
-        return Ok(());
-    }
+    drop(registration);
+    crate::interrupt::check(&format!("applying {}", p.name))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    bail!("{}", describe_failure(&p.name, &text))
+    if out.status.success() {
+        return Ok(text);
+    }
+    let mut why = describe_failure(&p.name, &text);
+    if p.fuzz == 0 && text.contains("FAILED") {
+        why.push_str(
+            "\n(pik applies patches exactly: a hunk's context must match the tree, at any \
+             line; --patch-fuzz N allows GNU patch's inexact matching of N context lines)",
+        );
+    }
+    bail!("{why}")
 }
 
 /// Turns GNU patch's output into "patch X does not apply: file F, hunk #N …".
@@ -236,6 +276,7 @@ mod tests {
             name: "t.patch".into(),
             bytes: text.as_bytes().to_vec(),
             strip: 1,
+            fuzz: 0,
         }
     }
 
@@ -263,5 +304,45 @@ mod tests {
             std::fs::read_to_string(t.path().join("f.c")).unwrap(),
             "one\ntwo\nthree\n"
         );
+    }
+
+    #[test]
+    fn hunks_apply_exactly_or_not_at_all() {
+        let t = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+        let original = lines.join("\n") + "\n";
+        std::fs::write(t.path().join("f.c"), &original).unwrap();
+        // Context found 5 lines below where the header says: applied there, and reported.
+        let p =
+            patch("--- a/f.c\n+++ b/f.c\n@@ -5,3 +5,3 @@\n line 10\n-line 11\n+eleven\n line 12\n");
+        let notes = apply_all(t.path(), &[p]).unwrap();
+        assert!(
+            notes.len() == 1 && notes[0].contains("offset") && notes[0].contains("f.c"),
+            "{notes:?}"
+        );
+        assert!(std::fs::read_to_string(t.path().join("f.c"))
+            .unwrap()
+            .contains("line 10\neleven\nline 12\n"));
+        // Context that appears nowhere (GNU patch's default fuzz 2 would apply the change next
+        // to `line 20` anyway): refused, the file untouched, the hunk named.
+        std::fs::write(t.path().join("f.c"), &original).unwrap();
+        let fuzzy = "--- a/f.c\n+++ b/f.c\n@@ -19,5 +19,5 @@\n nothing\n similar\n-line 21\n+twenty-one\n at\n all\n";
+        let e = format!("{:#}", apply_all(t.path(), &[patch(fuzzy)]).unwrap_err());
+        assert!(
+            e.contains("t.patch")
+                && e.contains("f.c")
+                && e.contains("Hunk #1")
+                && e.contains("--patch-fuzz"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("f.c")).unwrap(),
+            original
+        );
+        // The user may ask for the old behaviour.
+        let mut p = patch(fuzzy);
+        p.fuzz = 2;
+        let notes = apply_all(t.path(), &[p]).unwrap();
+        assert!(notes.iter().any(|n| n.contains("fuzz")), "{notes:?}");
     }
 }

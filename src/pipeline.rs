@@ -1,6 +1,7 @@
 //! `pik build`: the steps in order, each timed — target data, source, workspace (+ patches),
 //! toolchain, Kconfig, kbuild, install into the Nix layout, manifest, atomic publish.
 
+use crate::claim::{Claim, Made};
 use crate::data::DataDir;
 use crate::fsutil::Lock;
 use crate::kbuild::{self, Kbuild};
@@ -59,6 +60,8 @@ pub struct Options {
     pub dev: Option<PathBuf>,
     /// `--no-dev`: no dev output.
     pub no_dev: bool,
+    /// `--patch-fuzz`: GNU patch's fuzz factor (0: hunks apply exactly or not at all).
+    pub patch_fuzz: u32,
 }
 
 /// What the first steps produce, shared by `pik build` and `pik config`.
@@ -127,7 +130,7 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
         .unwrap_or_else(|| target.default_profile.clone());
     target.profile(&profile)?;
     // Every input is checked before anything is extracted or built.
-    let patches = patch::load_series(&pdata, &target.patches, &opt.patches)?;
+    let patches = patch::load_series(&pdata, &target.patches, &opt.patches, opt.patch_fuzz)?;
     let tc = toolchain::find(&target.triple, &opt.toolchain)?;
     let cache = crate::paths::cache_dir()?;
 
@@ -150,6 +153,9 @@ pub fn prepare(opt: &Options, rep: &mut Reporter) -> Result<Prepared> {
             workspace::prepare(&cache.join("workspaces"), &src, &digest, &patches)
         })
         .with_context(|| format!("preparing the workspace for {}", src.path().display()))?;
+        for n in &ws.notes {
+            rep.info(n);
+        }
         let what = format!("kernel source {}", src.path().display());
         match workspace::check_device_trees(&ws.tree, &target.device_trees, &what) {
             Ok(()) => {
@@ -254,7 +260,7 @@ fn memo_key(opt: &Options) -> Option<String> {
         .profile
         .clone()
         .unwrap_or_else(|| target.default_profile.clone());
-    let patches = patch::load_series(&pdata, &target.patches, &opt.patches).ok()?;
+    let patches = patch::load_series(&pdata, &target.patches, &opt.patches, opt.patch_fuzz).ok()?;
     let frags = fragments(opt, &target, &profile).ok()?;
     let tc = toolchain::find(&target.triple, &opt.toolchain).ok()?;
     // The default source is the newest Debian tarball; if that one turns out to lack the target's
@@ -266,6 +272,7 @@ fn memo_key(opt: &Options) -> Option<String> {
         profile: &profile,
         source_digest: &digest,
         patches: patches.iter().map(|p| p.bytes.as_slice()).collect(),
+        patch_fuzz: opt.patch_fuzz,
         fragments: frags.iter().map(|f| f.text.as_str()).collect(),
         toolchain: format!(
             "{} {} {} {} {}",
@@ -298,7 +305,7 @@ pub fn fragments(opt: &Options, target: &Target, profile: &str) -> Result<Vec<Fr
         });
     }
     for f in &opt.fragments {
-        let text = std::fs::read_to_string(f)
+        let text = crate::fsutil::read_text(f, crate::fsutil::TEXT_LIMIT)
             .with_context(|| format!("reading --fragment {}", f.display()))?;
         if kconfig::parse(&text).is_empty() {
             bail!(
@@ -338,19 +345,104 @@ pub fn configure(
     Ok((base, frags))
 }
 
+/// The trees `pik build` writes, each claimed before any work starts.
+struct Destinations {
+    out: Claim,
+    dev: Option<Claim>,
+    firmware: Option<Claim>,
+}
+
+impl Destinations {
+    /// Resolves and checks `--out`, `--dev` and `--firmware-dir`: each must be absent, empty or
+    /// a tree pik made, and none may be, contain or lie inside an input, the build dir, the cache
+    /// or another of them.
+    fn claim(opt: &Options) -> Result<Destinations> {
+        let out_path = opt
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("result-{}", target_name(opt))));
+        let mut protected = protected_paths(opt)?;
+        let out = Claim::new(&out_path, "--out", Made::Output, &protected)?;
+        protected.push(("the output".into(), out.dest.clone()));
+        let dev = match (&opt.dev, opt.no_dev) {
+            (_, true) => None,
+            (d, false) => {
+                let path = d
+                    .clone()
+                    .unwrap_or_else(|| crate::dev::default_path(&out.dest));
+                let made = Made::Dev {
+                    manifest: output::manifest_path(&out.dest),
+                };
+                Some(Claim::new(&path, "--dev", made, &protected)?)
+            }
+        };
+        protected.extend(
+            dev.iter()
+                .map(|d| ("the dev output".into(), d.dest.clone())),
+        );
+        let firmware = opt
+            .firmware_dir
+            .as_ref()
+            .map(|f| Claim::new(f, "--firmware-dir", Made::Firmware, &protected))
+            .transpose()?;
+        Ok(Destinations { out, dev, firmware })
+    }
+}
+
+/// The paths no output may be, contain or lie inside: the inputs the user named, the build dir
+/// and pik's caches.
+fn protected_paths(opt: &Options) -> Result<Vec<(String, PathBuf)>> {
+    let mut p: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(s) = &opt.source {
+        p.push(("the kernel source".into(), s.clone()));
+    } else if let Some(s) = std::env::var_os("PIK_KERNEL_SRC").filter(|s| !s.is_empty()) {
+        p.push(("the kernel source ($PIK_KERNEL_SRC)".into(), s.into()));
+    }
+    if let Some(b) = &opt.build_dir {
+        p.push(("the build dir".into(), b.clone()));
+    }
+    p.push(("pik's cache dir".into(), crate::paths::cache_dir()?));
+    if let Ok(store) = crate::wrapper::store_dir() {
+        p.push(("the object cache".into(), store));
+    }
+    for (what, list) in [("--fragment", &opt.fragments), ("--patch", &opt.patches)] {
+        p.extend(list.iter().map(|f| (format!("{what} file"), f.clone())));
+    }
+    for (what, dir) in [
+        ("--kconfigs", &opt.kconfigs),
+        ("--patches", &opt.patches_dir),
+    ] {
+        p.extend(dir.iter().map(|d| (format!("the {what} dir"), d.clone())));
+    }
+    Ok(p)
+}
+
+/// Reads and checks every input the user named before any work starts: target and profile,
+/// patches, fragments and `--set` values, the source, the job count.
+fn check_inputs(opt: &Options) -> Result<()> {
+    if opt.jobs == Some(0) {
+        bail!("-j 0: the number of parallel jobs must be at least 1");
+    }
+    let kdata = DataDir::kconfigs(opt.kconfigs.as_deref());
+    let pdata = DataDir::patches(opt.patches_dir.as_deref());
+    let target = target::find(&kdata, &opt.target)?;
+    let profile = opt
+        .profile
+        .clone()
+        .unwrap_or_else(|| target.default_profile.clone());
+    patch::load_series(&pdata, &target.patches, &opt.patches, opt.patch_fuzz)?;
+    fragments(opt, &target, &profile)?;
+    candidate_sources(opt)?;
+    Ok(())
+}
+
 /// `pik build`.
 pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     let started = Instant::now();
-    let out = kbuild::absolute(
-        &opt.out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("result-{}", target_name(opt)))),
-    )?;
-    let dev_out = match (&opt.dev, opt.no_dev) {
-        (_, true) => None,
-        (Some(d), false) => Some(kbuild::absolute(d)?),
-        (None, false) => Some(crate::dev::default_path(&out)),
-    };
+    check_inputs(opt)?;
+    let dests = Destinations::claim(opt)?;
+    let out = dests.out.dest.clone();
+    let dev_out = dests.dev.as_ref().map(|d| d.dest.clone());
     // The key is computed even with --no-memo, so the result is still stored for next time.
     let memo_key = if opt.config_only {
         None
@@ -361,9 +453,15 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     if let Some(key) = memo_key.as_ref().filter(|_| !opt.no_memo) {
         if let Some(hit) = crate::memo::lookup(&crate::memo::dir()?, key, &out, dev_out.as_deref())?
         {
-            let m = crate::memo::publish(hit, key, &out, started.elapsed().as_secs_f64())?;
-            if let Some(fw) = &opt.firmware_dir {
-                firmware_view(&out, &kbuild::absolute(fw)?)?;
+            let m = crate::memo::publish(
+                hit,
+                key,
+                &dests.out,
+                dests.dev.as_ref(),
+                started.elapsed().as_secs_f64(),
+            )?;
+            if let Some(fw) = &dests.firmware {
+                firmware_view(&out, fw)?;
             }
             let dev_line = match m["dev"]["path"].as_str() {
                 Some(d) => format!(
@@ -479,10 +577,11 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         (Some(staged), Some(path)) => Some(manifest::DevOutput::describe(staged.path(), path)?),
         _ => None,
     };
-    if let (Some(staged), Some(path)) = (dev_staged, &dev_out) {
-        output::swap_in(staged, path)?;
+    let listing_blake3 = crate::claim::listing(staged.path(), None)?;
+    if let (Some(staged), Some(claim)) = (dev_staged, &dests.dev) {
+        output::swap_in(staged, claim)?;
     }
-    output::publish(staged, &out)?;
+    output::publish(staged, &dests.out)?;
     p.timings.insert("output".into(), t.elapsed().as_secs_f64());
     p.timings
         .insert("total".into(), started.elapsed().as_secs_f64());
@@ -519,10 +618,12 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
                 .collect(),
             set: opt.set.clone(),
             source_date_epoch: p.kbuild.epoch,
+            patch_fuzz: opt.patch_fuzz,
             make_targets: make_targets.clone(),
         },
         out: out.display().to_string(),
         tree_blake3,
+        listing_blake3,
         nar,
         files,
         dev,
@@ -558,12 +659,12 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     )?;
     drop(out_lock);
     drop(dev_lock);
-    if let Some(fw) = &opt.firmware_dir {
+    if let Some(fw) = &dests.firmware {
         rep.phase(
             "firmware",
-            &format!("boot-partition files into {}", fw.display()),
+            &format!("boot-partition files into {}", fw.dest.display()),
         );
-        firmware_view(&out, &kbuild::absolute(fw)?)?;
+        firmware_view(&out, fw)?;
     }
     let cache_line = match &cache_summary {
         Some(c) => format!("pik: cache   {c}\n"),
@@ -589,38 +690,58 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     Ok(())
 }
 
-/// `pik firmware --from OUT DIR` (and `pik build --firmware-dir`): the boot-partition view of an
-/// output tree, described by its manifest.
-pub fn firmware_view(out: &Path, dir: &Path) -> Result<Vec<String>> {
-    let out = kbuild::absolute(out)?;
-    let mpath = output::manifest_path(&out);
+/// `pik firmware --from OUT DIR`: claims DIR (absent, empty or an earlier firmware view; never
+/// the output itself, inside it or around it) and writes the view.
+pub fn firmware_command(out: &Path, dir: &Path) -> Result<Vec<String>> {
+    let out = crate::claim::resolve(out)?;
+    let protected = [
+        ("the output".to_string(), out.clone()),
+        ("pik's cache dir".to_string(), crate::paths::cache_dir()?),
+    ];
+    let claim = Claim::new(dir, "the firmware dir", Made::Firmware, &protected)?;
+    firmware_view(&out, &claim)
+}
+
+/// The boot-partition view of an output tree, described by its manifest. The manifest is
+/// untrusted input: its names are checked, and the tree must still be the one it describes.
+pub fn firmware_view(out: &Path, dir: &Claim) -> Result<Vec<String>> {
+    let mpath = output::manifest_path(out);
+    let bytes = crate::fsutil::read_regular(&mpath, 256 << 20, true)
+        .with_context(|| format!("reading the manifest (is {} a pik output?)", out.display()))?;
     let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&mpath).with_context(|| {
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", mpath.display()))?;
+    let field = |k: &str| -> Result<String> {
+        m[k].as_str().map(str::to_string).with_context(|| {
             format!(
-                "reading {} (is {} a pik output?)",
+                "{} has no {k:?} (is {} a pik output?)",
                 mpath.display(),
                 out.display()
             )
-        })?)
-        .with_context(|| format!("parsing {}", mpath.display()))?;
-    let field = |k: &str| -> Result<String> {
-        m[k].as_str()
-            .map(str::to_string)
-            .with_context(|| format!("{} has no {k:?}", mpath.display()))
+        })
     };
     let (target, image, release) = (
         field("target")?,
         field("firmware_image")?,
         field("kernelrelease")?,
     );
+    crate::claim::plain_name(&image, "the manifest's firmware_image")?;
+    crate::claim::plain_name(&target, "the manifest's target")?;
+    crate::claim::plain_name(&release, "the manifest's kernelrelease")?;
+    if field("listing_blake3")? != crate::claim::listing(out, None)? {
+        bail!(
+            "{} no longer matches its manifest {} (changed since pik wrote it): rebuild it",
+            out.display(),
+            mpath.display()
+        );
+    }
     crate::firmware::write(
         &crate::firmware::Source {
-            out: &out,
+            out,
             target: &target,
             firmware_image: &image,
             release: &release,
         },
-        &kbuild::absolute(dir)?,
+        dir,
     )
 }
 

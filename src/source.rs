@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the kernel source comes from.
@@ -72,7 +72,7 @@ pub fn classify(path: &Path) -> Result<Source> {
 /// Fails unless `dir` looks like a Linux source tree (top-level Makefile with VERSION and
 /// PATCHLEVEL, Kconfig, scripts/kconfig, arch/).
 pub fn check_tree(dir: &Path) -> Result<()> {
-    let makefile = std::fs::read_to_string(dir.join("Makefile")).unwrap_or_default();
+    let makefile = makefile_head(dir).unwrap_or_default();
     let has_version = makefile.lines().any(|l| l.starts_with("VERSION ="))
         && makefile.lines().any(|l| l.starts_with("PATCHLEVEL ="));
     let missing: Vec<&str> = [
@@ -96,10 +96,26 @@ pub fn check_tree(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The start of a tree's top-level Makefile, where the kernel's version lines are (a bounded
+/// read: `Makefile` might be anything in a tree that is not a kernel's).
+fn makefile_head(tree: &Path) -> Result<String> {
+    let p = tree.join("Makefile");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+        .with_context(|| format!("reading {}", p.display()))?;
+    if !f.metadata()?.is_file() {
+        bail!("{} is not a regular file", p.display());
+    }
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 << 10), &mut head)?;
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// The kernel version (`6.12.117`) from a tree's top-level Makefile.
 pub fn kernel_version(tree: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(tree.join("Makefile"))
-        .with_context(|| format!("reading {}/Makefile", tree.display()))?;
+    let text = makefile_head(tree)?;
     let get = |key: &str| {
         text.lines()
             .find_map(|l| {
@@ -215,7 +231,8 @@ fn source_hashes() -> Option<pik_cache::filehash::FileHashCache> {
     pik_cache::filehash::FileHashCache::open(&dir.join("source-hashes.v2"), SOURCE_HASH_SLOTS).ok()
 }
 
-fn tree_digest(root: &Path) -> Result<blake3::Hash> {
+/// The content digest of a tree (see [`digest`]), with the shared stat cache.
+pub fn tree_digest(root: &Path) -> Result<blake3::Hash> {
     tree_digest_with(root, source_hashes().as_ref())
 }
 
@@ -226,6 +243,7 @@ fn tree_digest_with(
     let mut entries: Vec<(PathBuf, u8)> = Vec::new();
     let mut it = walkdir::WalkDir::new(root).follow_links(false).into_iter();
     while let Some(e) = it.next() {
+        crate::interrupt::check("hashing the kernel source")?;
         let e = e.with_context(|| format!("walking {}", root.display()))?;
         let rel = e.path().strip_prefix(root)?.to_path_buf();
         if rel.as_os_str().is_empty() {
@@ -242,8 +260,15 @@ fn tree_digest_with(
             b'd'
         } else if ft.is_symlink() {
             b'l'
-        } else {
+        } else if ft.is_file() {
             b'f'
+        } else {
+            // Reading a FIFO would wait forever, a device could be anything.
+            bail!(
+                "{} is a FIFO, socket or device, not a source file: a kernel tree has none; \
+                 remove it from the tree",
+                e.path().display()
+            );
         };
         entries.push((rel, kind));
     }
@@ -251,6 +276,7 @@ fn tree_digest_with(
     let records: Vec<Vec<u8>> = entries
         .par_iter()
         .map(|(rel, kind)| -> Result<Vec<u8>> {
+            crate::interrupt::check("hashing the kernel source")?;
             let full = root.join(rel);
             let mut rec = Vec::with_capacity(rel.as_os_str().len() + 40);
             rec.extend_from_slice(rel.as_os_str().as_bytes());

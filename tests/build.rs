@@ -327,10 +327,27 @@ MODULE_LICENSE("GPL");
 
 #[test]
 fn interrupted_build_keeps_the_previous_output() {
+    mini_build("bcm2712");
     let base = shared().join("interrupt");
     let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(base.join("result")).unwrap();
-    std::fs::write(base.join("result/previous"), "the previous build").unwrap();
+    std::fs::create_dir_all(&base).unwrap();
+    // The previous output: a real one (from the memo, as the shared build stored it), which pik
+    // recognizes as its own to replace.
+    run_ok(
+        pik()
+            .args([
+                "build",
+                "--target",
+                "bcm2712",
+                "--profile",
+                "mini",
+                "--no-dev",
+            ])
+            .arg("--out")
+            .arg(base.join("result")),
+    );
+    let previous = fingerprint(&base.join("result"));
+    let previous_manifest = std::fs::read(base.join("result.json")).unwrap();
     let mut child = pik()
         .args([
             "build",
@@ -372,9 +389,10 @@ fn interrupted_build_keeps_the_previous_output() {
     eprintln!("{err}");
     assert!(!status.success());
     assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(fingerprint(&base.join("result")), previous);
     assert_eq!(
-        std::fs::read_to_string(base.join("result/previous")).unwrap(),
-        "the previous build"
+        std::fs::read(base.join("result.json")).unwrap(),
+        previous_manifest
     );
     let leftovers: Vec<_> = std::fs::read_dir(&base)
         .unwrap()
@@ -382,7 +400,6 @@ fn interrupted_build_keeps_the_previous_output() {
         .filter(|n| n.contains("pik-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert!(!base.join("result.json").exists());
     // No make or compiler of that build is left running.
     std::thread::sleep(Duration::from_secs(2));
     let ps = Command::new("pgrep")

@@ -105,6 +105,23 @@ fn edge_trees_match_nix_byte_for_byte() {
     // A single file and a symlink as the root.
     check_against_nix(&d.join("run.sh"), "run.sh", scratch.path());
     check_against_nix(&d.join("rel-link"), "rel-link", scratch.path());
+    // Deeper than 256 levels (Nix has no limit).
+    let deep = scratch.path().join("deep");
+    let mut p = deep.clone();
+    for _ in 0..300 {
+        p.push("d");
+    }
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("leaf"), "bottom").unwrap();
+    check_against_nix(&deep, "deep", scratch.path());
+    // `pik nar hash ..` names the parent, as nix-store --add would.
+    let o = run_ok(
+        pik()
+            .args(["nar", "hash", "--json", ".."])
+            .current_dir(d.join("sub")),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["store_path"].as_str().unwrap().ends_with("-edge"), "{v}");
 }
 
 #[test]

@@ -130,6 +130,28 @@ pub fn fingerprint(dir: &Path) -> blake3::Hash {
     h.finalize()
 }
 
+/// BLAKE3 of the pik binary under test: shared builds record it, so a changed pik never passes
+/// on artifacts an older one made.
+pub fn pik_digest() -> String {
+    static D: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    D.get_or_init(|| {
+        blake3::hash(&std::fs::read(pik_bin()).unwrap())
+            .to_hex()
+            .to_string()
+    })
+    .clone()
+}
+
+/// Whether the done marker `done` was written by this very pik binary.
+pub fn done_by_this_pik(done: &Path) -> bool {
+    std::fs::read_to_string(done).is_ok_and(|s| s.trim() == pik_digest())
+}
+
+/// Marks a shared artifact as made by this pik binary.
+pub fn mark_done(done: &Path) {
+    std::fs::write(done, pik_digest()).unwrap();
+}
+
 /// A finished shared mini build of `target`.
 pub struct Built {
     pub out: PathBuf,
@@ -155,7 +177,7 @@ pub fn mini_build(target: &str) -> Built {
     let out = base.join("result");
     let build_dir = base.join("build");
     let done = base.join("done");
-    if !done.exists() {
+    if !done_by_this_pik(&done) {
         let _ = std::fs::remove_dir_all(&base);
         let _ = std::fs::remove_dir_all(objects_dir(target));
         std::fs::create_dir_all(&base).unwrap();
@@ -177,7 +199,7 @@ pub fn mini_build(target: &str) -> Built {
                 .arg("--build-dir")
                 .arg(&build_dir),
         );
-        std::fs::write(&done, "").unwrap();
+        mark_done(&done);
     }
     let manifest = read_json(&base.join("result.json"));
     Built {
