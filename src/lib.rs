@@ -1,8 +1,11 @@
 //! pik: a cross-compilation and kernel build accelerator for Raspberry Pi 5 kernels, aimed at NixOS.
 //!
-//! The library holds the whole pipeline; `main.rs` only parses arguments and reports errors.
-//! One module per step of `pik build` (see `../shared/DESIGN.md`):
-//! target data → source → patches → Kconfig → kbuild → outputs + manifest.
+//! The library holds the whole pipeline; `main.rs` only dispatches to the compiler wrapper or
+//! the command line. The folders follow the data flow of `pik build` (see `../shared/DESIGN.md`):
+//! `input` (target data, source, patches, workspace, toolchain, Kconfig) → `build` (the plan,
+//! kbuild, progress, the orchestration) → `output` (layout, dev output, manifest, memo, firmware
+//! view, publishing) → `nix` (NAR, expression, derivation builder); `wrapper` is the per-compile
+//! hot path, `cmd` the subcommands.
 
 /// `println!` that fails instead of panicking when standard output is closed or full
 /// (`pik targets > /dev/full`): an `anyhow` error to pass on with `?`.
@@ -15,29 +18,12 @@ macro_rules! outln {
     }};
 }
 
-pub mod cachecmd;
-pub mod claim;
-pub mod cli;
-pub mod data;
-pub mod dev;
-pub mod doctor;
-pub mod firmware;
-pub mod fsutil;
-pub mod interrupt;
-pub mod kbuild;
-pub mod kconfig;
-pub mod manifest;
-pub mod memo;
-pub mod nar;
-pub mod nixbuilder;
-pub mod nixexpr;
+pub mod build;
+pub mod cmd;
+mod fsutil;
+pub mod input;
+mod interrupt;
+pub mod nix;
 pub mod output;
-pub mod patch;
-pub mod paths;
-pub mod pipeline;
-pub mod progress;
-pub mod source;
-pub mod target;
-pub mod toolchain;
-pub mod workspace;
+mod paths;
 pub mod wrapper;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     if rest.first().is_some_and(|a| a == "cc") && rest.len() >= 2 {
         std::process::exit(pik::wrapper::run_cc(&rest[1], rest[2..].to_vec()));
     }
-    match pik::cli::run() {
+    match pik::cmd::run() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pik: error: {e:#}");

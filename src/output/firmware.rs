@@ -4,8 +4,8 @@
 //! snippets with the settings known for the Pi 5. Written from an output tree into a temp dir
 //! and swapped into place, like the output itself.
 
-use crate::claim::{Claim, FIRMWARE_MARKER};
 use crate::output;
+use crate::output::claim::{Claim, FIRMWARE_MARKER};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -78,7 +78,7 @@ pub fn write(src: &Source, dir: &Claim) -> Result<Vec<String>> {
         "schema": "pik.firmware/1",
         "from": src.out.display().to_string(),
         "files": files,
-        "listing_blake3": crate::claim::listing(root, None)?,
+        "listing_blake3": crate::output::claim::listing(root, None)?,
     });
     std::fs::write(
         root.join(FIRMWARE_MARKER),

@@ -2,7 +2,7 @@
 //! for paths that leave the tree, dry-run with GNU patch, and only then applied, inside pik's private
 //! workspace (never the user's tree).
 
-use crate::data::{self, DataDir};
+use crate::input::data::{self, DataDir};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Component, Path};

@@ -1,7 +1,7 @@
 //! Build targets are data: `kconfigs/<name>.toml` describes a board family (architecture, cross
 //! triple, image names, fragments, device trees, profiles). This module loads and resolves them.
 
-use crate::data::DataDir;
+use crate::input::data::DataDir;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -12,8 +12,8 @@
 //! the memo and the object cache work as in `pik build`; without it, both are off, since a
 //! cache that dies with the sandbox cannot pay for itself.
 
-use crate::pipeline::{self, Options};
-use crate::progress::Reporter;
+use crate::build::progress::Reporter;
+use crate::build::{self, Options};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -235,8 +235,8 @@ pub fn run() -> Result<()> {
             format!("no cache ({ADMIN_CACHE} is not exposed to the sandbox)")
         }
     );
-    let mut rep = Reporter::with_mode(crate::progress::Mode::Plain);
-    pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
+    let mut rep = Reporter::with_mode(crate::build::progress::Mode::Plain);
+    build::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(crate::output::manifest_path(&staging.join("out")))
             .context("reading the build's manifest")?,
@@ -249,9 +249,9 @@ pub fn run() -> Result<()> {
         crate::fsutil::copy_tree(&src, dest)
             .with_context(|| format!("writing output {name} to {}", dest.display()))?;
         let store_dir = dest.parent().unwrap_or(Path::new("/nix/store"));
-        let nar = crate::nar::info(
+        let nar = crate::nix::nar::info(
             dest,
-            &crate::nar::default_name(dest)?,
+            &crate::nix::nar::default_name(dest)?,
             &store_dir.display().to_string(),
         )?;
         if Some(nar.hex.as_str()) != want.as_str() {

@@ -42,7 +42,7 @@ pub fn write_beside(
     use anyhow::Context;
     let dev = match dev {
         Some((path, sri)) => {
-            let name = crate::nar::default_name(path)?;
+            let name = crate::nix::nar::default_name(path)?;
             // Beside the output (the default) it is relative, so the pair can be moved together.
             let expr = if path.parent() == out.parent() {
                 format!("./{name}")
@@ -54,7 +54,7 @@ pub fn write_beside(
         None => None,
     };
     let expr = render(&Kernel {
-        out_name: &crate::nar::default_name(out)?,
+        out_name: &crate::nix::nar::default_name(out)?,
         version,
         mod_dir_version,
         nar_hash_sri,

@@ -1,20 +1,23 @@
 //! `pik build`: the steps in order, each timed — target data, source, workspace (+ patches),
 //! toolchain, Kconfig, kbuild, install into the Nix layout, manifest, atomic publish.
 
-use crate::claim::{Claim, Made};
-use crate::data::DataDir;
+pub mod kbuild;
+pub mod progress;
+
+use crate::build::progress::Reporter;
 use crate::fsutil::Lock;
-use crate::kbuild::{self, Kbuild};
-use crate::kconfig::{self, Fragment};
-use crate::manifest::{self, InputFile, Inputs, Manifest};
+use crate::input::data::DataDir;
+use crate::input::kconfig::{self, Fragment};
+use crate::input::patch;
+use crate::input::source::{self, Source};
+use crate::input::target::{self, Target};
+use crate::input::toolchain;
+use crate::input::workspace::{self, Workspace};
 use crate::output;
-use crate::patch;
-use crate::progress::Reporter;
-use crate::source::{self, Source};
-use crate::target::{self, Target};
-use crate::toolchain;
-use crate::workspace::{self, Workspace};
+use crate::output::claim::{Claim, Made};
+use crate::output::manifest::{self, InputFile, Inputs, Manifest};
 use anyhow::{bail, Context, Result};
+use kbuild::Kbuild;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -267,7 +270,7 @@ fn memo_key(opt: &Options) -> Option<String> {
     // device trees the build uses another, whose entry is keyed by its own digest.
     let src = candidate_sources(opt).ok()?.into_iter().next()?;
     let digest = source::digest(&src).ok()?.to_hex().to_string();
-    crate::memo::key(&crate::memo::Inputs {
+    crate::output::memo::key(&crate::output::memo::Inputs {
         target: format!("{target:?}"),
         profile: &profile,
         source_digest: &digest,
@@ -369,7 +372,7 @@ impl Destinations {
             (d, false) => {
                 let path = d
                     .clone()
-                    .unwrap_or_else(|| crate::dev::default_path(&out.dest));
+                    .unwrap_or_else(|| crate::output::dev::default_path(&out.dest));
                 let made = Made::Dev {
                     manifest: output::manifest_path(&out.dest),
                 };
@@ -451,9 +454,13 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         memo_key(opt)
     };
     if let Some(key) = memo_key.as_ref().filter(|_| !opt.no_memo) {
-        if let Some(hit) = crate::memo::lookup(&crate::memo::dir()?, key, &out, dev_out.as_deref())?
-        {
-            let m = crate::memo::publish(
+        if let Some(hit) = crate::output::memo::lookup(
+            &crate::output::memo::dir()?,
+            key,
+            &out,
+            dev_out.as_deref(),
+        )? {
+            let m = crate::output::memo::publish(
                 hit,
                 key,
                 &dests.out,
@@ -534,7 +541,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         .map(|l| crate::wrapper::Summary::read(l));
     if cache_summary.is_some() {
         // Keep the store within its size limit (least recently used first).
-        if let Err(e) = crate::cachecmd::gc_to_limit() {
+        if let Err(e) = crate::cmd::cache::gc_to_limit() {
             rep.warn(&format!("object cache clean-up failed: {e:#}"));
         }
     }
@@ -550,12 +557,12 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     );
     let out_lock = output::lock(&out)?;
     let staged = timed(&mut p.timings, "install", || {
-        output::stage(&p.kbuild, &p.target, &release, modules, &out)
+        output::layout::stage(&p.kbuild, &p.target, &release, modules, &out)
     })?;
     let dev_lock = dev_out.as_deref().map(output::lock).transpose()?;
     let dev_staged = match &dev_out {
         Some(d) => Some(timed(&mut p.timings, "install", || {
-            crate::dev::stage(&p.kbuild, &release, d)
+            crate::output::dev::stage(&p.kbuild, &release, d)
         })?),
         None => None,
     };
@@ -565,10 +572,10 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     );
     let t = Instant::now();
     let (files, tree_blake3) = manifest::describe_tree(staged.path())?;
-    let nar = crate::nar::info(
+    let nar = crate::nix::nar::info(
         staged.path(),
-        &crate::nar::default_name(&out)?,
-        crate::nar::DEFAULT_STORE_DIR,
+        &crate::nix::nar::default_name(&out)?,
+        crate::nix::nar::DEFAULT_STORE_DIR,
     )
     .context("computing the output's NAR hash")?;
     let host_cc = toolchain::first_line_of("gcc", &["--version"]).unwrap_or_default();
@@ -577,7 +584,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
         (Some(staged), Some(path)) => Some(manifest::DevOutput::describe(staged.path(), path)?),
         _ => None,
     };
-    let listing_blake3 = crate::claim::listing(staged.path(), None)?;
+    let listing_blake3 = crate::output::claim::listing(staged.path(), None)?;
     if let (Some(staged), Some(claim)) = (dev_staged, &dests.dev) {
         output::swap_in(staged, claim)?;
     }
@@ -640,13 +647,13 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
     pik_cache::atomic_write(&output::manifest_path(&out), &json)
         .with_context(|| format!("writing {}", output::manifest_path(&out).display()))?;
     if let Some(key) = &memo_key {
-        if let Err(e) = crate::memo::dir()
-            .and_then(|d| crate::memo::store(&d, key, &out, dev_out.as_deref(), &json))
+        if let Err(e) = crate::output::memo::dir()
+            .and_then(|d| crate::output::memo::store(&d, key, &out, dev_out.as_deref(), &json))
         {
             rep.warn(&format!("storing the build in the memo failed: {e:#}"));
         }
     }
-    crate::nixexpr::write_beside(
+    crate::nix::expr::write_beside(
         &out,
         &m.inputs.kernel_version,
         &release,
@@ -693,7 +700,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<()> {
 /// `pik firmware --from OUT DIR`: claims DIR (absent, empty or an earlier firmware view; never
 /// the output itself, inside it or around it) and writes the view.
 pub fn firmware_command(out: &Path, dir: &Path) -> Result<Vec<String>> {
-    let out = crate::claim::resolve(out)?;
+    let out = crate::output::claim::resolve(out)?;
     let protected = [
         ("the output".to_string(), out.clone()),
         ("pik's cache dir".to_string(), crate::paths::cache_dir()?),
@@ -724,18 +731,18 @@ pub fn firmware_view(out: &Path, dir: &Claim) -> Result<Vec<String>> {
         field("firmware_image")?,
         field("kernelrelease")?,
     );
-    crate::claim::plain_name(&image, "the manifest's firmware_image")?;
-    crate::claim::plain_name(&target, "the manifest's target")?;
-    crate::claim::plain_name(&release, "the manifest's kernelrelease")?;
-    if field("listing_blake3")? != crate::claim::listing(out, None)? {
+    crate::output::claim::plain_name(&image, "the manifest's firmware_image")?;
+    crate::output::claim::plain_name(&target, "the manifest's target")?;
+    crate::output::claim::plain_name(&release, "the manifest's kernelrelease")?;
+    if field("listing_blake3")? != crate::output::claim::listing(out, None)? {
         bail!(
             "{} no longer matches its manifest {} (changed since pik wrote it): rebuild it",
             out.display(),
             mpath.display()
         );
     }
-    crate::firmware::write(
-        &crate::firmware::Source {
+    crate::output::firmware::write(
+        &crate::output::firmware::Source {
             out,
             target: &target,
             firmware_image: &image,

@@ -4,18 +4,15 @@
 //! temp dir beside `--out`, verifies the layout, and swaps it into place under a lock, so a failed
 //! or interrupted build never leaves a half result and never destroys the previous one.
 
-use crate::claim::Claim;
-use crate::fsutil::{self, Lock};
-use crate::kbuild::Kbuild;
-use crate::target::Target;
+use crate::build::kbuild::Kbuild;
+use crate::fsutil;
+use crate::input::target::Target;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// A staged, verified output tree waiting to be published.
 pub struct Staged {
-    dir: tempfile::TempDir,
-    /// `lib/modules/<release>` exists.
-    pub has_modules: bool,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Staged {
@@ -23,37 +20,6 @@ impl Staged {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
-}
-
-/// The lock on an output path; held from staging to publishing.
-pub fn lock(out: &Path) -> Result<Lock> {
-    let (parent, name) = split(out)?;
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    Lock::acquire(&parent.join(format!(".{name}.lock")))
-}
-
-fn split(out: &Path) -> Result<(PathBuf, String)> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {} has no file name", out.display()))?
-        .to_string_lossy()
-        .to_string();
-    let parent = out
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    Ok((parent, name))
-}
-
-/// A temp dir beside `out` (`.<name>.pik-tmp-*`, same filesystem), for staging a tree that is
-/// then swapped into place.
-pub fn temp_beside(out: &Path) -> Result<tempfile::TempDir> {
-    let (parent, name) = split(out)?;
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}.pik-tmp-"))
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a temp dir in {}", parent.display()))
 }
 
 /// Installs the build's results into a temp dir beside `out`, in the Nix layout, and checks it.
@@ -64,7 +30,7 @@ pub fn stage(
     modules: bool,
     out: &Path,
 ) -> Result<Staged> {
-    let dir = temp_beside(out)?;
+    let dir = super::temp_beside(out)?;
     let root = dir.path();
     if modules {
         let depmod = find_depmod()?;
@@ -110,10 +76,7 @@ pub fn stage(
             .with_context(|| format!("copying {} into the output", src.display()))?;
     }
     check_layout(root, target, release, modules)?;
-    Ok(Staged {
-        dir,
-        has_modules: modules,
-    })
+    Ok(Staged { dir })
 }
 
 /// Checks the staged tree has everything NixOS and the firmware read.
@@ -161,40 +124,6 @@ pub fn check_layout(root: &Path, target: &Target, release: &str, modules: bool) 
         }
     }
     Ok(())
-}
-
-/// Moves the staged tree to the claimed output, replacing what was there in one step.
-pub fn publish(staged: Staged, out: &Claim) -> Result<()> {
-    swap_in(staged.dir, out)
-}
-
-/// Swaps a tree staged in a temp dir (from [`temp_beside`]) into place at the claimed
-/// destination in one step, after checking once more that what is there is pik's to replace
-/// (the user may have put something there while the build ran); on failure the staged tree is
-/// removed and the destination is left as it was.
-pub fn swap_in(staged: tempfile::TempDir, dest: &Claim) -> Result<()> {
-    dest.check()?;
-    let path = staged.keep();
-    fsutil::replace_dir(&path, &dest.dest).inspect_err(|_| {
-        let _ = fsutil::remove_tree(&path);
-    })
-}
-
-/// `<out><suffix>`: a file beside the output tree, not inside it.
-fn beside(out: &Path, suffix: &str) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// The manifest path for an output tree: `<out>.json` beside it.
-pub fn manifest_path(out: &Path) -> PathBuf {
-    beside(out, ".json")
-}
-
-/// The Nix expression path for an output tree: `<out>.nix` beside it.
-pub fn nix_path(out: &Path) -> PathBuf {
-    beside(out, ".nix")
 }
 
 fn find_depmod() -> Result<PathBuf> {

@@ -208,7 +208,7 @@ pub fn check_name(name: &str) -> Result<()> {
 /// The store path name `nix-store --add DIR` uses: the last component of the path, once `.`
 /// and `..` are resolved (`pik nar hash ..` names the parent directory).
 pub fn default_name(path: &Path) -> Result<String> {
-    let abs = crate::claim::resolve(path)?;
+    let abs = crate::output::claim::resolve(path)?;
     let Some(name) = abs.file_name() else {
         bail!(
             "{} has no name to derive a store path name from; pass --name",

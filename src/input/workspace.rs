@@ -5,8 +5,8 @@
 //! copied first), a tarball is extracted.
 
 use crate::fsutil::{self, Lock};
-use crate::patch::{self, Patch};
-use crate::source::{self, Source};
+use crate::input::patch::{self, Patch};
+use crate::input::source::{self, Source};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -10,9 +10,9 @@
 //! dir and a rename. A damaged entry (a file whose BLAKE3 is not the recorded one) is removed and
 //! the build runs normally.
 
-use crate::claim::Claim;
-use crate::manifest;
 use crate::output;
+use crate::output::claim::Claim;
+use crate::output::manifest;
 use anyhow::{Context, Result};
 use pik_cache::filehash::FileHashCache;
 use std::path::{Path, PathBuf};
@@ -203,15 +203,16 @@ pub fn publish(
     seconds: f64,
 ) -> Result<serde_json::Value> {
     let _lock = output::lock(&out.dest)?;
-    let nar = crate::nar::info(
+    let nar = crate::nix::nar::info(
         hit.staged.path(),
-        &crate::nar::default_name(&out.dest)?,
-        crate::nar::DEFAULT_STORE_DIR,
+        &crate::nix::nar::default_name(&out.dest)?,
+        crate::nix::nar::DEFAULT_STORE_DIR,
     )?;
     let config = std::fs::read_to_string(hit.staged.path().join("config"))?;
     let mut m = hit.manifest;
     m["out"] = serde_json::json!(out.dest.display().to_string());
-    m["listing_blake3"] = serde_json::json!(crate::claim::listing(hit.staged.path(), None)?);
+    m["listing_blake3"] =
+        serde_json::json!(crate::output::claim::listing(hit.staged.path(), None)?);
     m["nar"] = serde_json::to_value(&nar)?;
     m["objects_compiled"] = serde_json::json!(0);
     m["memo"] = serde_json::json!({"key": key, "hit": true});
@@ -230,7 +231,7 @@ pub fn publish(
         &serde_json::to_vec_pretty(&m)?,
     )?;
     let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-    crate::nixexpr::write_beside(
+    crate::nix::expr::write_beside(
         &out.dest,
         m["inputs"]["kernel_version"].as_str().unwrap_or_default(),
         &s("kernelrelease"),

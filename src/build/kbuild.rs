@@ -3,7 +3,7 @@
 //! (scrubbed of variables that would change the build behind pik's back). Output goes to the build
 //! log; compile lines feed the progress display.
 
-use crate::toolchain::Toolchain;
+use crate::input::toolchain::Toolchain;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

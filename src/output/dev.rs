@@ -7,7 +7,7 @@
 //! built host programs, `Module.symvers`, `include/config/auto.conf` and the generated headers.
 //! pik adds `.config`, and stages everything beside the destination like the main output.
 
-use crate::kbuild::Kbuild;
+use crate::build::kbuild::Kbuild;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! package that provides each missing one.
 
 use crate::fsutil;
-use crate::toolchain;
+use crate::input::toolchain;
 use serde::Serialize;
 use std::io::Write;
 use std::process::{Command, Stdio};

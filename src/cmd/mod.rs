@@ -1,10 +1,14 @@
 //! The command line (clap). Each subcommand maps onto a library call.
 
-use crate::data::DataDir;
-use crate::pipeline::{self, Options};
-use crate::progress::Reporter;
-use crate::{cachecmd, doctor, target, toolchain};
+pub mod cache;
+pub mod doctor;
+
+use crate::build::progress::Reporter;
+use crate::build::{self, Options};
+use crate::input::data::DataDir;
+use crate::input::{target, toolchain};
 use anyhow::Result;
+use cache as cachecmd;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,7 +92,7 @@ enum NarCmd {
         #[arg(long)]
         name: Option<String>,
         /// Store directory.
-        #[arg(long, default_value = crate::nar::DEFAULT_STORE_DIR)]
+        #[arg(long, default_value = crate::nix::nar::DEFAULT_STORE_DIR)]
         store_dir: String,
         /// Machine-readable output.
         #[arg(long)]
@@ -266,20 +270,19 @@ pub fn run() -> Result<ExitCode> {
             opt.no_dev = b.no_dev;
             crate::interrupt::install_handler();
             let mut rep = Reporter::new(json);
-            pipeline::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
+            build::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::NixBuilder => {
             crate::interrupt::install_handler();
-            crate::nixbuilder::run()?;
+            crate::nix::builder::run()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(c) => {
             let (opt, json) = options(c.common);
             crate::interrupt::install_handler();
             let mut rep = Reporter::new(json);
-            pipeline::savedefconfig(&opt, &c.savedefconfig, &mut rep)
-                .inspect_err(|e| rep.fail(e))?;
+            build::savedefconfig(&opt, &c.savedefconfig, &mut rep).inspect_err(|e| rep.fail(e))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Targets { kconfigs, json } => {
@@ -320,7 +323,7 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Cmd::Firmware { from, dir } => {
-            let files = pipeline::firmware_command(&from, &dir)?;
+            let files = build::firmware_command(&from, &dir)?;
             crate::outln!(
                 "pik: wrote {} files for the boot partition to {}",
                 files.len(),
@@ -337,9 +340,9 @@ pub fn run() -> Result<ExitCode> {
             } => {
                 let name = match name {
                     Some(n) => n,
-                    None => crate::nar::default_name(&path)?,
+                    None => crate::nix::nar::default_name(&path)?,
                 };
-                let i = crate::nar::info(&path, &name, &store_dir)?;
+                let i = crate::nix::nar::info(&path, &name, &store_dir)?;
                 if json {
                     crate::outln!("{}", serde_json::to_string_pretty(&i)?)?;
                 } else {
@@ -354,7 +357,7 @@ pub fn run() -> Result<ExitCode> {
             NarCmd::Dump { path } => {
                 let stdout = std::io::stdout();
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                crate::nar::dump(&path, &mut w)?;
+                crate::nix::nar::dump(&path, &mut w)?;
                 std::io::Write::flush(&mut w)?;
                 Ok(ExitCode::SUCCESS)
             }

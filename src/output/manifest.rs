@@ -1,7 +1,7 @@
 //! The build manifest, `<out>.json` beside the output tree (never inside, so the tree stays
 //! bit-identical between identical builds and its NAR hash is true). Schema `pik.manifest/1`.
 
-use crate::toolchain::Toolchain;
+use crate::input::toolchain::Toolchain;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -65,27 +65,27 @@ pub struct DevOutput {
     pub path: String,
     /// Digest of the whole dev tree, as [`describe_tree`] computes it.
     pub tree_blake3: String,
-    /// Digest of the dev tree's listing ([`crate::claim::listing`]): how pik recognizes the
+    /// Digest of the dev tree's listing ([`crate::output::claim::listing`]): how pik recognizes the
     /// tree as its own before replacing it.
     pub listing_blake3: String,
     /// narHash, narSize and store path of the dev tree.
-    pub nar: crate::nar::NarInfo,
+    pub nar: crate::nix::nar::NarInfo,
 }
 
 impl DevOutput {
     /// Describes the dev tree staged at `staged`, to be published at `path`.
     pub fn describe(staged: &Path, path: &Path) -> Result<DevOutput> {
         let (_, tree_blake3) = describe_tree(staged)?;
-        let nar = crate::nar::info(
+        let nar = crate::nix::nar::info(
             staged,
-            &crate::nar::default_name(path)?,
-            crate::nar::DEFAULT_STORE_DIR,
+            &crate::nix::nar::default_name(path)?,
+            crate::nix::nar::DEFAULT_STORE_DIR,
         )
         .context("computing the dev output's NAR hash")?;
         Ok(DevOutput {
             path: path.display().to_string(),
             tree_blake3,
-            listing_blake3: crate::claim::listing(staged, None)?,
+            listing_blake3: crate::output::claim::listing(staged, None)?,
             nar,
         })
     }
@@ -118,12 +118,12 @@ pub struct Manifest {
     pub out: String,
     /// Digest of the whole output tree (all entries below, in order).
     pub tree_blake3: String,
-    /// Digest of the output tree's listing ([`crate::claim::listing`]): how pik recognizes the
+    /// Digest of the output tree's listing ([`crate::output::claim::listing`]): how pik recognizes the
     /// tree as its own before replacing it.
     pub listing_blake3: String,
     /// What Nix records for the output tree: narHash, narSize, and the store path
     /// `nix-store --add <out>` gives it.
-    pub nar: crate::nar::NarInfo,
+    pub nar: crate::nix::nar::NarInfo,
     /// Every entry of the output tree by relative path.
     pub files: BTreeMap<String, OutputFile>,
     /// The dev output (`vmlinux`, `lib/modules/<v>/build`), when built.

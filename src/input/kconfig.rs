@@ -3,7 +3,7 @@
 //! `olddefconfig` resolves the result. Then pik checks that every symbol it or the user asked for
 //! survived with the value asked for: it never silently builds something else.
 
-use crate::kbuild::Kbuild;
+use crate::build::kbuild::Kbuild;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
