@@ -11,11 +11,22 @@
 //! mtime and ctime all match, and a file is remembered only once its timestamps are older than
 //! [`SETTLE`] (file timestamps are coarse, so a file written twice within one tick could otherwise
 //! keep a stale hash). Slots carry their own checksum, so a torn or damaged slot is a miss.
+//!
+//! The table never costs a caller its result: its file is created whole under a temporary name
+//! and renamed into place, with every block allocated up front (a page of a shared mapping that
+//! the file system cannot back when it is first written kills the process with SIGBUS, as on a
+//! full disk), and a table that cannot be made so is opened read-only or not at all: hashes
+//! are then computed from content every time, which is slower and just as right.
+//!
+//! Only regular files are hashed: anything else (a pipe, a FIFO, a device, `/dev/stdin`) is
+//! refused before it is opened ([`not_regular`]), because reading it would consume or block on
+//! what its real reader needs.
 
 use crate::Digest;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,11 +46,16 @@ fn no_attr(_: &[u8]) -> u64 {
 
 /// The memo: a fixed-size table in a file mapped shared by every process using the store.
 pub struct FileHashCache {
+    /// Empty when there is no table (every lookup misses).
     slots: &'static [AtomicU64],
     nslots: usize,
+    /// Bytes mapped (0: nothing to unmap).
     len: usize,
+    /// False when the table is mapped read-only (a read-only store): found hashes are used,
+    /// new ones are not remembered.
+    writable: bool,
     attr: AttrFn,
-    _file: File,
+    _file: Option<File>,
 }
 
 // SAFETY: the mapping is only accessed through atomics.
@@ -48,11 +64,42 @@ unsafe impl Sync for FileHashCache {}
 
 impl Drop for FileHashCache {
     fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
         // SAFETY: unmapping exactly what `open` mapped; no reference outlives self.
         unsafe {
             libc::munmap(self.slots.as_ptr() as *mut libc::c_void, self.len);
         }
     }
+}
+
+/// The error [`FileHashCache`] gives for a path that is not a regular file (see [`not_regular`]).
+#[derive(Debug)]
+struct NotRegular(std::path::PathBuf);
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not a regular file", self.0.display())
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// Whether `e` says the file was not hashed because it is not a regular file (a pipe, FIFO,
+/// device or socket): a caller should then leave it to its real reader, unread.
+pub fn not_regular(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<NotRegular>())
+}
+
+fn refuse_unless_regular(md: &std::fs::Metadata, path: &Path) -> io::Result<()> {
+    if md.is_file() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotRegular(path.to_path_buf()),
+    ))
 }
 
 /// Stat data that identifies one version of a file.
@@ -106,27 +153,58 @@ impl FileHashCache {
         Self::open_with_attr(path, nslots, no_attr)
     }
 
-    /// [`FileHashCache::open`], remembering `attr(content)` beside each file's hash.
+    /// [`FileHashCache::open`], remembering `attr(content)` beside each file's hash. Falls back
+    /// to a read-only table when the file cannot be written (a read-only store, one shared with
+    /// users whose table this user may not write) or its blocks cannot be allocated (a full
+    /// disk); errors only when there is no usable table at all (see
+    /// [`FileHashCache::without_table`]).
     pub fn open_with_attr(path: &Path, nslots: usize, attr: AttrFn) -> io::Result<Self> {
         let nslots = nslots.max(16);
         let len = nslots * WORDS * 8;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        // Only ever grow: another process may have the file mapped at its current size.
-        if (file.metadata()?.len() as usize) < len {
-            file.set_len(len as u64)?;
-        }
+        let (file, writable) = match Self::open_backed(path, len) {
+            Ok(file) => (file, true),
+            // Not writable here: read-only is enough to use what others remembered. A table
+            // that could not be allocated is not mapped even so: on tmpfs a read of a hole
+            // needs a page too.
+            Err(rw)
+                if matches!(
+                    rw.kind(),
+                    io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                use std::os::unix::fs::MetadataExt;
+                let ro = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(|_| rw)?;
+                let md = ro.metadata()?;
+                if !md.is_file()
+                    || md.len() < len as u64
+                    || md.blocks().saturating_mul(512) < len as u64
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: not a whole table of this size", path.display()),
+                    ));
+                }
+                (ro, false)
+            }
+            Err(e) => return Err(e),
+        };
         use std::os::fd::AsRawFd;
-        // SAFETY: a shared mapping of a file we hold open, at least `len` bytes long.
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a shared mapping of a file we hold open, at least `len` bytes long (and, when
+        // writable, with every block allocated, so no write can fault for want of space).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
@@ -141,9 +219,82 @@ impl FileHashCache {
             slots,
             nslots,
             len,
+            writable,
             attr,
-            _file: file,
+            _file: Some(file),
         })
+    }
+
+    /// No table: every hash is computed from content (what a caller falls back to when
+    /// [`FileHashCache::open_with_attr`] fails).
+    pub fn without_table(attr: AttrFn) -> Self {
+        FileHashCache {
+            slots: &[],
+            nslots: 0,
+            len: 0,
+            writable: false,
+            attr,
+            _file: None,
+        }
+    }
+
+    /// Whether hashes are remembered (a table mapped writable).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The table file opened read-write, at least `len` bytes long with all of them allocated:
+    /// an existing one (checked with the `fstat` the open needs anyway), else a new one made
+    /// whole under a temporary name and renamed into place, so no process ever maps a table
+    /// whose blocks are not all there.
+    fn open_backed(path: &Path, len: usize) -> io::Result<File> {
+        use std::os::unix::fs::MetadataExt;
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => {
+                let md = file.metadata()?;
+                // A hard link to some other file is not a table to write into.
+                if !md.is_file() || md.nlink() != 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: not a table file", path.display()),
+                    ));
+                }
+                // Grown (never shrunk: another process may have it mapped at its size), and a
+                // sparse table (made by an older pik) gets its blocks.
+                if md.len() < len as u64 || md.blocks().saturating_mul(512) < len as u64 {
+                    allocate(&file, len)?;
+                }
+                Ok(file)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(path, len),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create(path: &Path, len: usize) -> io::Result<File> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = dir.join(name);
+        // O_EXCL: never an existing file or a planted link; a leftover of a dead process with
+        // this pid is in the way only until it is removed here.
+        let _ = std::fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        let made = allocate(&file, len).and_then(|()| std::fs::rename(&tmp, path));
+        if made.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        made.map(|()| file)
     }
 
     fn index(&self, s: &Stamp) -> usize {
@@ -163,6 +314,9 @@ impl FileHashCache {
     }
 
     fn lookup(&self, s: &Stamp) -> Option<(Digest, u64)> {
+        if self.nslots == 0 {
+            return None;
+        }
         let first = self.index(s);
         for slot in [first, (first + 1) % self.nslots] {
             let w = self.load(slot);
@@ -179,7 +333,7 @@ impl FileHashCache {
     }
 
     fn remember(&self, s: &Stamp, d: &Digest, attr: u64) {
-        if !s.settled() {
+        if !self.writable || !s.settled() {
             return;
         }
         let first = self.index(s);
@@ -218,12 +372,14 @@ impl FileHashCache {
             .map(|(d, _, md)| (d, md))
     }
 
-    /// [`FileHashCache::digest_and_metadata`] plus the file's attribute word.
+    /// [`FileHashCache::digest_and_metadata`] plus the file's attribute word. A path that is
+    /// not a regular file is refused unopened (see [`not_regular`]).
     pub fn digest_attr_and_metadata(
         &self,
         path: &Path,
     ) -> io::Result<(Digest, u64, std::fs::Metadata)> {
         let md = std::fs::metadata(path)?;
+        refuse_unless_regular(&md, path)?;
         let stamp = Stamp::of(&md);
         if let Some((d, a)) = self.lookup(&stamp) {
             return Ok((d, a, md));
@@ -232,9 +388,11 @@ impl FileHashCache {
         Ok((d, a, md))
     }
 
-    /// Reads the file and returns its hash and bytes, remembering the hash.
+    /// Reads the file and returns its hash and bytes, remembering the hash. A path that is not
+    /// a regular file is refused unopened (see [`not_regular`]).
     pub fn read(&self, path: &Path) -> io::Result<(Digest, Vec<u8>)> {
         let md = std::fs::metadata(path)?;
+        refuse_unless_regular(&md, path)?;
         self.read_digest_stamped(path, Stamp::of(&md))
             .map(|(d, _, b)| (d, b))
     }
@@ -244,8 +402,18 @@ impl FileHashCache {
         path: &Path,
         before: Stamp,
     ) -> io::Result<(Digest, u64, Vec<u8>)> {
-        let mut f = File::open(path)?;
-        let mut bytes = Vec::with_capacity(before.size as usize);
+        // Non-blocking: should the path have become a FIFO since its `stat`, the open returns at
+        // once and the check below refuses it.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let opened = f.metadata()?;
+        refuse_unless_regular(&opened, path)?;
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(usize::try_from(opened.len()).unwrap_or(usize::MAX))
+            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "file too large to hash"))?;
         f.read_to_end(&mut bytes)?;
         let d = Digest::of(&bytes);
         let a = (self.attr)(&bytes);
@@ -257,10 +425,45 @@ impl FileHashCache {
     }
 }
 
+/// Allocates every block of the first `len` bytes of `file` (growing it to `len` if shorter),
+/// so writes through a shared mapping never need space the file system may not have.
+fn allocate(file: &File, len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fallocate on a descriptor we own; mode 0 allocates (and extends the size).
+    let r = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(e);
+    }
+    // No fallocate here (some network and older file systems): writing zeros past the current
+    // end allocates the blocks too. Only the part beyond the end: bytes before it may be slots
+    // another process is using.
+    let have = file.metadata()?.len() as usize;
+    if have >= len {
+        // Already long enough but maybe sparse, and nothing safe to write over: give up the
+        // writable table rather than risk a fault.
+        return Err(e);
+    }
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 64 << 10];
+    let mut at = have;
+    while at < len {
+        let n = (len - at).min(zeros.len());
+        file.write_all_at(&zeros[..n], at as u64)?;
+        at += n;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::fs::MetadataExt;
 
     fn age(path: &Path) {
         let old = SystemTime::now() - Duration::from_secs(60);
@@ -299,6 +502,76 @@ mod tests {
         };
         c.slots[slot * WORDS + 6].fetch_xor(1, Ordering::Relaxed);
         assert!(c.lookup(&old).is_none());
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn tables_have_every_block_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("memo");
+        let c = FileHashCache::open(&p, 1000).unwrap();
+        assert!(c.is_writable());
+        assert!(
+            allocated(&p) >= c.len as u64,
+            "a sparse table faults on a full disk"
+        );
+        assert!(!dir.path().read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp-")));
+        // A sparse table (as older versions made) gets its blocks when opened.
+        let old = dir.path().join("old");
+        File::create(&old).unwrap().set_len(64 << 10).unwrap();
+        assert_eq!(allocated(&old), 0);
+        let c = FileHashCache::open(&old, 1000).unwrap();
+        assert!(allocated(&old) >= c.len as u64);
+    }
+
+    #[test]
+    fn a_link_at_the_table_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let p = dir.path().join("memo");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        assert!(FileHashCache::open(&p, 64).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // A hard link is no table either.
+        let hard = dir.path().join("hard");
+        fs::hard_link(&victim, &hard).unwrap();
+        assert!(FileHashCache::open(&hard, 64).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // Hashing still works without a table.
+        let c = FileHashCache::without_table(no_attr);
+        assert_eq!(c.digest(&victim).unwrap(), Digest::of(b"precious"));
+    }
+
+    #[test]
+    fn files_that_are_not_regular_are_refused_unopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let memo = dir.path().join("memo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let c = FileHashCache::open(&memo, 64).unwrap();
+            let _ = tx.send((c.digest(&fifo).map(|_| ()), c.read(&fifo).map(|_| ())));
+        });
+        let (d, r) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("hashing a FIFO blocked");
+        for e in [d.unwrap_err(), r.unwrap_err()] {
+            assert!(not_regular(&e), "{e}");
+        }
+        let c = FileHashCache::without_table(no_attr);
+        assert!(not_regular(&c.digest(Path::new("/dev/zero")).unwrap_err()));
+        assert!(not_regular(&c.digest(dir.path()).unwrap_err()));
     }
 
     #[test]

@@ -8,7 +8,15 @@
 //! - every read is verified: a blob whose bytes do not hash to its name, or an action entry that fails
 //!   its own checksum, is reported as absent and removed, never returned;
 //! - reads refresh the file's mtime (to within ten minutes, so a hit rarely writes metadata), and
-//!   [`Store::gc`] evicts least recently used files first.
+//!   [`Store::gc`] evicts least recently used files first;
+//! - a store file is never opened through a symbolic link, and never created in place: a writer
+//!   makes a new file under a temporary name (`O_CREAT|O_EXCL`, which refuses symlinks) and renames
+//!   it over the old one, so a link planted in a directory others can write redirects nothing;
+//! - every length read from a file is bounded by the file's size before anything is allocated
+//!   for it, so a damaged header costs a miss, not gigabytes;
+//! - a directory whose owner is neither the current user nor root, or that its group or other
+//!   users may write, is refused unless the caller says it is shared ([`Sharing::Shared`]):
+//!   whoever can write a store can plant answers in it.
 
 pub mod filehash;
 pub mod stats;
@@ -29,6 +37,11 @@ const DICT_MAX: usize = 110 << 10;
 const DICT_SAMPLE_BYTES: usize = 16 << 20;
 /// Largest payload an entry may declare; anything bigger is a damaged header.
 const ENTRY_MAX: u64 = 1 << 32;
+/// The most a zstd frame can expand: a block decodes to at most 128 KiB and takes at least 4
+/// bytes (an RLE block), so a payload declared larger than this times its frame is damage.
+const ZSTD_MAX_RATIO: u64 = 32 << 10;
+/// Longest `dictionary` marker read (a digest in hex and a newline).
+const MARKER_MAX: u64 = 128;
 /// zstd level for entries.
 const ENTRY_LEVEL: i32 = 7;
 /// The store's parts, each a directory of `x/yyyy…` files (see `Store::fanned`).
@@ -69,6 +82,83 @@ impl fmt::Display for Digest {
     }
 }
 
+/// Who besides its owner may write a store's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Only the current user or root: a directory its group or others can write, or that
+    /// another user owns, is refused ([`Untrusted`]).
+    Private,
+    /// Shared on purpose (a team cache on one host): every user who can write it is trusted,
+    /// because each can plant entries every other one is served.
+    Shared,
+}
+
+/// Why a store directory was refused: [`Store::open_with`] returns it inside an
+/// [`io::Error`] of kind `PermissionDenied` (see [`untrusted`]).
+#[derive(Debug, Clone)]
+pub struct Untrusted {
+    /// The store's directory.
+    pub dir: PathBuf,
+    /// What is wrong with it, e.g. "owned by uid 1001 (not you or root)".
+    pub why: String,
+}
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is {}", self.dir.display(), self.why)
+    }
+}
+
+impl std::error::Error for Untrusted {}
+
+/// The [`Untrusted`] refusal inside `e`, if that is what `e` is.
+pub fn untrusted(e: &io::Error) -> Option<&Untrusted> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Untrusted>())
+}
+
+/// Refuses a directory (`md`, from a `stat` that followed links: the path is the user's own
+/// setting) that someone other than this user or root may write, unless it is shared.
+fn check_trust(dir: &Path, md: &fs::Metadata, sharing: Sharing) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !md.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    if sharing == Sharing::Shared {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let why = if md.uid() != me && md.uid() != 0 {
+        format!("owned by uid {} (not you, uid {me}, nor root)", md.uid())
+    } else if md.mode() & 0o022 != 0 {
+        let who = if md.mode() & 0o002 != 0 {
+            "every user"
+        } else {
+            "its group"
+        };
+        format!("writable by {who} (mode {:o})", md.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        Untrusted {
+            dir: dir.to_path_buf(),
+            why,
+        },
+    ))
+}
+
+/// Checks, without creating anything, that the existing directory `root` would be opened as a
+/// store under `sharing` (one `stat`).
+pub fn check_dir(root: &Path, sharing: Sharing) -> io::Result<()> {
+    check_trust(root, &fs::metadata(root)?, sharing)
+}
+
 /// A store rooted at one directory on local disk.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -76,15 +166,32 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the private store at `root` (see [`Sharing::Private`]).
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::open_with(root, Sharing::Private)
+    }
+
+    /// Opens (creating if needed) the store at `root`, refusing a directory that users not
+    /// trusted under `sharing` can write. Costs one `stat` when the store exists (this runs on
+    /// every compile); the directories below the root are made by the writes that need them.
+    pub fn open_with(root: impl Into<PathBuf>, sharing: Sharing) -> io::Result<Self> {
         let root = root.into();
-        // One stat on the hit path; writes make their own fan-out directories.
-        if !root.join(KINDS[KINDS.len() - 1]).is_dir() {
-            for k in KINDS {
-                fs::create_dir_all(root.join(k))?;
+        let md = match fs::metadata(&root) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // At most 0755 (a umask only takes bits away): a new store passes its own check
+                // whatever the umask.
+                use std::os::unix::fs::DirBuilderExt;
+                let mut b = fs::DirBuilder::new();
+                b.recursive(true).mode(0o755);
+                for k in KINDS {
+                    b.create(root.join(k))?;
+                }
+                fs::metadata(&root)?
             }
-        }
+            Err(e) => return Err(e),
+        };
+        check_trust(&root, &md, sharing)?;
         Ok(Store { root })
     }
 
@@ -131,7 +238,9 @@ impl Store {
 
     /// The dictionary new entries are compressed with, if the store has one (and it is intact).
     fn dictionary(&self) -> Option<(Digest, Vec<u8>)> {
-        let hex = fs::read_to_string(self.root.join("dictionary")).ok()?;
+        let (f, _) = open_regular(&self.root.join("dictionary")).ok()?;
+        let mut hex = String::new();
+        io::Read::read_to_string(&mut io::Read::take(f, MARKER_MAX), &mut hex).ok()?;
         let d = Digest::from_hex(hex.trim())?;
         let bytes = self.dictionary_bytes(&d)?;
         (Digest::of(&bytes) == d).then(|| (d, bytes.to_vec()))
@@ -142,8 +251,7 @@ impl Store {
     /// rejects what a wrong dictionary would decompress to.
     fn dictionary_bytes(&self, d: &Digest) -> Option<Mapped> {
         let path = self.fanned("dicts", &d.to_hex());
-        let f = fs::File::open(&path).ok()?;
-        let md = f.metadata().ok()?;
+        let (f, md) = open_regular(&path).ok()?;
         mark_use(&path, &md);
         // Mapped, not read: ~110 KiB copied into fresh memory on every hit cost more than the
         // rest of the entry's decoding.
@@ -175,7 +283,7 @@ impl Store {
         entries.sort_by_key(|f| std::cmp::Reverse(f.mtime));
         let mut read: Vec<(&FileInfo, Vec<u8>)> = Vec::new();
         for f in &entries {
-            let payload = fs::read(&f.path)
+            let payload = read_file(&f.path)
                 .ok()
                 .and_then(|raw| decode_entry(&raw, |d| self.dictionary_bytes(d)));
             if let Some(p) = payload {
@@ -218,6 +326,10 @@ impl Store {
         let raw = match read_marking_use(&path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if not_a_store_file(&e) => {
+                let _ = remove_any(&path);
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         match decode_entry(&raw, |d| self.dictionary_bytes(d)) {
@@ -247,15 +359,16 @@ impl Store {
     /// as absent.
     pub fn get_blob(&self, d: &Digest) -> io::Result<Option<Vec<u8>>> {
         let path = self.blob_path(d);
-        let raw = match fs::read(&path) {
+        let raw = match read_file(&path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if not_a_store_file(&e) => {
+                let _ = remove_any(&path);
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
-        let decoded = raw
-            .strip_prefix(BLOB_MAGIC)
-            .and_then(|z| zstd::stream::decode_all(z).ok())
-            .filter(|bytes| Digest::of(bytes) == *d);
+        let decoded = blob_payload(&raw).filter(|bytes| Digest::of(bytes) == *d);
         if decoded.is_none() {
             let _ = fs::remove_file(&path);
         } else {
@@ -276,9 +389,13 @@ impl Store {
     /// The blob `key` maps to, if the entry is present and intact (a damaged entry is removed).
     pub fn get_action(&self, key: &Digest) -> io::Result<Option<Digest>> {
         let path = self.action_path(key);
-        let raw = match fs::read(&path) {
+        let raw = match read_file(&path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if not_a_store_file(&e) => {
+                let _ = remove_any(&path);
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         if !decode_action(&raw) {
@@ -336,15 +453,38 @@ fn decode_entry<D: AsRef<[u8]>>(
     let payload = if with_dict {
         let bytes = dict(&Digest(rest[40..72].try_into().ok()?))?;
         // Used once per process: referenced as it is, not copied into a prepared dictionary.
-        let mut out = Vec::with_capacity(len as usize);
-        zstd::zstd_safe::DCtx::create()
-            .decompress_using_dict(&mut out, &rest[72..], bytes.as_ref())
-            .ok()?;
-        out
+        decompress_bounded(&rest[72..], len, Some(bytes.as_ref()))?
     } else {
-        zstd::bulk::decompress(&rest[40..], len as usize).ok()?
+        decompress_bounded(&rest[40..], len, None)?
     };
     (payload.len() as u64 == len && Digest::of(&payload).0[..] == *sum).then_some(payload)
+}
+
+/// Decompresses the single zstd frame `frame` that should hold `len` bytes, allocating only
+/// once `len` is known to be sane: it must be what the frame's own header declares (our writers
+/// always declare it, so one damaged length field cannot agree with the other) and no more than
+/// the frame could expand to. The allocation is fallible, so even a sane-looking size the
+/// memory limit does not allow is a miss rather than an abort.
+fn decompress_bounded(frame: &[u8], len: u64, dict: Option<&[u8]>) -> Option<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(frame).ok()??;
+    if declared != len || len > (frame.len() as u64).saturating_mul(ZSTD_MAX_RATIO) {
+        return None;
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(usize::try_from(len).ok()?).ok()?;
+    let mut dctx = zstd::zstd_safe::DCtx::create();
+    match dict {
+        Some(d) => dctx.decompress_using_dict(&mut out, frame, d).ok()?,
+        None => dctx.decompress(&mut out, frame).ok()?,
+    };
+    Some(out)
+}
+
+/// A blob's bytes (unchecked against its name), if its stored form decodes.
+fn blob_payload(raw: &[u8]) -> Option<Vec<u8>> {
+    let z = raw.strip_prefix(BLOB_MAGIC)?;
+    let len = zstd::zstd_safe::get_frame_content_size(z).ok()??;
+    decompress_bounded(z, len, None)
 }
 
 /// Sets a file's mtime (best effort).
@@ -361,15 +501,18 @@ fn set_mtime(path: &Path, t: std::time::SystemTime) {
     if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
         // SAFETY: a valid NUL-terminated path and two timespecs (atime, mtime).
         unsafe {
-            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0);
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            );
         }
     }
 }
 
 fn decode_blob(raw: &[u8], name: &Digest) -> bool {
-    raw.strip_prefix(BLOB_MAGIC)
-        .and_then(|z| zstd::stream::decode_all(z).ok())
-        .is_some_and(|bytes| Digest::of(&bytes) == *name)
+    blob_payload(raw).is_some_and(|bytes| Digest::of(&bytes) == *name)
 }
 
 fn decode_action(raw: &[u8]) -> bool {
@@ -383,15 +526,51 @@ const USE_MARK_PRECISION: std::time::Duration = std::time::Duration::from_secs(6
 /// Reads a store file whole and marks it used (its mtime) if the mark is older than
 /// [`USE_MARK_PRECISION`].
 fn read_marking_use(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = fs::File::open(path)?;
+    let (f, md) = open_regular(path)?;
+    let bytes = read_sized(f, &md)?;
+    mark_use(path, &md);
+    Ok(bytes)
+}
+
+/// Opens a store file for reading: never through a symbolic link (`O_NOFOLLOW`: a link planted
+/// in a shared directory must not make pik read, or later replace, what it points to), never
+/// blocking (`O_NONBLOCK`: a FIFO planted there must not hang a compile), and only if it is a
+/// regular file. Returns it with its metadata (the `fstat` a caller needs anyway).
+pub fn open_regular(path: &Path) -> io::Result<(fs::File, fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
     let md = f.metadata()?;
-    let mut bytes = Vec::with_capacity(md.len() as usize);
+    if !md.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok((f, md))
+}
+
+/// Reads the whole of `f` (whose metadata is `md`) in one `read`, allocating no more than its
+/// size (fallibly: the size comes from disk too).
+fn read_sized(f: fs::File, md: &fs::Metadata) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    usize::try_from(md.len())
+        .ok()
+        .and_then(|n| bytes.try_reserve_exact(n).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "store file too large"))?;
     // Bounded by the size just read, so one `read` does it (no second stat, no probe at EOF):
     // store files are replaced by rename, never grown in place.
     f.take(md.len()).read_to_end(&mut bytes)?;
-    mark_use(path, &md);
     Ok(bytes)
+}
+
+/// A store file's bytes, opened as [`open_regular`] does.
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let (f, md) = open_regular(path)?;
+    read_sized(f, &md)
 }
 
 /// Refreshes the mtime of `path` (whose metadata is `md`) if it is older than
@@ -467,9 +646,15 @@ impl Drop for Mapped {
 fn touch(path: &Path) {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: a valid NUL-terminated path; a null `times` means "now".
+        // SAFETY: a valid NUL-terminated path; a null `times` means "now". A planted link's
+        // target keeps its times.
         unsafe {
-            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0);
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                std::ptr::null(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            );
         }
     }
 }
@@ -486,7 +671,7 @@ pub struct Usage {
 }
 
 /// The result of a garbage collection or a verification pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sweep {
     /// The store before.
     pub before: Usage,
@@ -494,6 +679,9 @@ pub struct Sweep {
     pub after: Usage,
     /// Files removed (evicted, damaged, or stale temporaries).
     pub removed: u64,
+    /// Files [`Store::verify`] could not read, or found damaged and could not remove: the
+    /// store still holds them, so the pass did not leave it clean.
+    pub failed: Vec<PathBuf>,
 }
 
 struct FileInfo {
@@ -590,7 +778,9 @@ impl Store {
         Ok(sweep)
     }
 
-    /// Reads every file in the store and removes each one that fails its check.
+    /// Reads every file in the store and removes each one that fails its check (a link or
+    /// anything else that is not a regular file fails it too). Files it could neither read nor
+    /// remove are listed in [`Sweep::failed`].
     pub fn verify(&self) -> io::Result<Sweep> {
         let files = self.files();
         let mut sweep = Sweep::default();
@@ -598,19 +788,38 @@ impl Store {
             sweep.before.files += 1;
             sweep.before.bytes += f.bytes;
             sweep.before.disk_bytes += f.disk;
-            let Ok(raw) = fs::read(&f.path) else { continue };
-            let ok = match f.kind {
-                "blobs" => Digest::from_hex(&f.name).is_some_and(|d| decode_blob(&raw, &d)),
-                "actions" => decode_action(&raw),
-                "dicts" => Digest::from_hex(&f.name).is_some_and(|d| Digest::of(&raw) == d),
-                _ => decode_entry(&raw, |d| self.dictionary_bytes(d)).is_some(),
+            let ok = match open_regular(&f.path) {
+                Ok((file, md)) => match read_sized(file, &md) {
+                    Ok(raw) => match f.kind {
+                        "blobs" => Digest::from_hex(&f.name).is_some_and(|d| decode_blob(&raw, &d)),
+                        "actions" => decode_action(&raw),
+                        "dicts" => Digest::from_hex(&f.name).is_some_and(|d| Digest::of(&raw) == d),
+                        _ => decode_entry(&raw, |d| self.dictionary_bytes(d)).is_some(),
+                    },
+                    Err(_) => {
+                        // A regular file that cannot be read: nothing says it is damaged.
+                        sweep.failed.push(f.path.clone());
+                        continue;
+                    }
+                },
+                // A link, a FIFO, a directory where a file belongs: not the store's.
+                Err(e) if not_a_store_file(&e) => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    sweep.failed.push(f.path.clone());
+                    continue;
+                }
             };
             if ok {
                 sweep.after.files += 1;
                 sweep.after.bytes += f.bytes;
                 sweep.after.disk_bytes += f.disk;
-            } else if !f.tmp && fs::remove_file(&f.path).is_ok() {
+            } else if f.tmp {
+                // A writer's file in progress: gc removes it once it is stale.
+            } else if remove_any(&f.path).is_ok() {
                 sweep.removed += 1;
+            } else {
+                sweep.failed.push(f.path.clone());
             }
         }
         Ok(sweep)
@@ -636,6 +845,25 @@ impl Store {
     }
 }
 
+/// Whether `e` says [`open_regular`] found a link, FIFO, directory or the like where a store
+/// file belongs: not the store's, so a miss (and removed, like a damaged file).
+fn not_a_store_file(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData || is_loop(e)
+}
+
+/// Whether `e` is `ELOOP`: what opening a symbolic link with `O_NOFOLLOW` fails with.
+fn is_loop(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Removes a file, link or directory tree that sits where a store file belongs.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        _ => fs::remove_file(path),
+    }
+}
+
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename, so readers
 /// see either the old content or the new, never a mix; the data reaches the disk before the
 /// rename, so it survives a crash too.
@@ -650,6 +878,9 @@ pub(crate) fn store_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_replacing(path, bytes, false)
 }
 
+/// The temp file is created with `O_CREAT|O_EXCL` (tempfile's `create_new`), which fails on any
+/// existing name, a symbolic link included; `rename` then replaces whatever is at `path` (a
+/// planted link too) without following it.
 fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
@@ -822,6 +1053,129 @@ mod tests {
         assert!(!p.exists());
         s.clear().unwrap();
         assert_eq!(s.usage().files, 0);
+    }
+
+    #[test]
+    fn stores_others_can_write_are_refused_unless_shared() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A new store is made private whatever the umask leaves.
+        let fresh = dir.path().join("new/objects");
+        Store::open(&fresh).unwrap();
+        assert_eq!(
+            fs::metadata(&fresh).unwrap().permissions().mode() & 0o022,
+            0
+        );
+        let root = dir.path().join("s");
+        fs::create_dir(&root).unwrap();
+        for (mode, who) in [
+            (0o777, "every user"),
+            (0o1777, "every user"),
+            (0o775, "its group"),
+        ] {
+            fs::set_permissions(&root, fs::Permissions::from_mode(mode)).unwrap();
+            let e = Store::open(&root).unwrap_err();
+            let u = untrusted(&e).unwrap_or_else(|| panic!("{mode:o}: {e}"));
+            assert!(u.why.contains(who), "{mode:o}: {u}");
+            assert!(check_dir(&root, Sharing::Private).is_err());
+            Store::open_with(&root, Sharing::Shared).unwrap();
+        }
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&root).unwrap();
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&root, Some(4242), None).unwrap();
+            let e = Store::open(&root).unwrap_err();
+            assert!(untrusted(&e).unwrap().why.contains("uid 4242"), "{e}");
+            Store::open_with(&root, Sharing::Shared).unwrap();
+        }
+    }
+
+    #[test]
+    fn damaged_lengths_are_refused_before_anything_is_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let key = Digest::of(b"k");
+        let payload = vec![42u8; 100_000];
+        s.put_entry(&key, &payload).unwrap();
+        let p = s.entry_path(&key);
+        let raw = fs::read(&p).unwrap();
+        for len in [3u64 << 30, ENTRY_MAX, payload.len() as u64 + 1, 1] {
+            let mut bad = raw.clone();
+            bad[40..48].copy_from_slice(&len.to_le_bytes());
+            fs::write(&p, &bad).unwrap();
+            assert_eq!(s.get_entry(&key).unwrap(), None, "length {len}");
+            assert!(!p.exists());
+        }
+        // The frame's own size must agree, and fit what the frame can hold.
+        let frame = zstd::bulk::compress(&payload, 3).unwrap();
+        assert_eq!(
+            decompress_bounded(&frame, payload.len() as u64, None).unwrap(),
+            payload
+        );
+        assert!(decompress_bounded(&frame, payload.len() as u64 - 1, None).is_none());
+        let mut lying = frame.clone();
+        // A frame header declaring far more than the frame could expand to.
+        let tiny = zstd::bulk::compress(b"x", 3).unwrap();
+        assert!(decompress_bounded(&tiny, 1 << 40, None).is_none());
+        lying.truncate(lying.len() / 2);
+        assert!(decompress_bounded(&lying, payload.len() as u64, None).is_none());
+        // Blobs too.
+        let d = s.put_blob(&payload).unwrap();
+        let bp = s.blob_path(&d);
+        let mut raw = fs::read(&bp).unwrap();
+        raw.truncate(raw.len() - 3);
+        fs::write(&bp, &raw).unwrap();
+        assert!(s.get_blob(&d).unwrap().is_none());
+    }
+
+    /// Runs `f` on its own thread; panics if it takes longer than `secs` (a blocked open).
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("blocked")
+    }
+
+    #[test]
+    fn links_and_fifos_in_the_store_are_neither_followed_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        // A valid entry elsewhere, linked in under another key: not served, not touched.
+        let elsewhere = Store::open(dir.path().join("other")).unwrap();
+        let key = Digest::of(b"k");
+        elsewhere.put_entry(&key, b"planted").unwrap();
+        let target = elsewhere.entry_path(&key);
+        set_mtime(&target, std::time::UNIX_EPOCH);
+        let p = s.entry_path(&key);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        assert_eq!(s.get_entry(&key).unwrap(), None);
+        assert_eq!(
+            fs::metadata(&target).unwrap().modified().unwrap(),
+            std::time::UNIX_EPOCH,
+            "the link's target was marked used"
+        );
+        // A FIFO where an entry belongs: a miss at once, not a hang.
+        let fifo_key = Digest::of(b"fifo");
+        let fp = s.entry_path(&fifo_key);
+        fs::create_dir_all(fp.parent().unwrap()).unwrap();
+        let c = std::ffi::CString::new(fp.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let s2 = s.clone();
+        assert!(within(20, move || s2.get_entry(&fifo_key).unwrap()).is_none());
+        // Both are gone (as damaged files are); planted again, verify removes them too.
+        assert!(fs::symlink_metadata(&p).is_err() && fs::symlink_metadata(&fp).is_err());
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let s2 = s.clone();
+        let v = within(20, move || s2.verify().unwrap());
+        assert_eq!((v.removed, v.failed.len()), (2, 0), "{v:?}");
+        assert!(target.exists());
     }
 
     #[test]

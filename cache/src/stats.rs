@@ -65,7 +65,16 @@ impl Totals {
 
     /// Folds log lines into the totals; malformed lines (a damaged log) are skipped.
     pub fn add_log(&mut self, text: &str) {
-        for line in text.lines() {
+        self.add_log_bytes(text.as_bytes());
+    }
+
+    /// [`Totals::add_log`] on the raw bytes of a log: a line that is not UTF-8 (one damaged
+    /// byte) is skipped like any other malformed line, and the rest still count.
+    pub fn add_log_bytes(&mut self, text: &[u8]) {
+        for line in text.split(|&b| b == b'\n') {
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
             let mut it = line.split(' ');
             let (Some(kind), Some(n), Some(ms), Some(reason), None) =
                 (it.next(), it.next(), it.next(), it.next(), it.next())
@@ -75,17 +84,22 @@ impl Totals {
             let (Ok(n), Ok(ms)) = (n.parse::<u64>(), ms.parse::<u64>()) else {
                 continue;
             };
+            if reason.is_empty() {
+                continue;
+            }
+            // Saturating: a damaged count must not overflow (and panic) every later reader.
+            let add = |total: &mut u64, v: u64| *total = total.saturating_add(v);
             match kind {
                 "h" => {
-                    self.hits += n;
-                    self.saved_ms += ms;
+                    add(&mut self.hits, n);
+                    add(&mut self.saved_ms, ms);
                 }
                 "m" => {
-                    self.misses += n;
-                    self.miss_ms += ms;
+                    add(&mut self.misses, n);
+                    add(&mut self.miss_ms, ms);
                 }
-                "u" => *self.uncacheable.entry(reason.to_string()).or_default() += n,
-                "e" => *self.errors.entry(reason.to_string()).or_default() += n,
+                "u" => add(self.uncacheable.entry(reason.to_string()).or_default(), n),
+                "e" => add(self.errors.entry(reason.to_string()).or_default(), n),
                 _ => {}
             }
         }
@@ -128,17 +142,26 @@ impl Stats {
         f.write_all(line.as_bytes())
     }
 
-    /// Records an event in this store's counters.
+    /// Records an event in this store's counters. The log is opened with `O_NOFOLLOW`, so a
+    /// link planted in a shared store makes the append fail instead of writing to its target
+    /// (`O_CREAT` without `O_EXCL` is enough here: with `O_NOFOLLOW` it never follows the last
+    /// component, and appends from concurrent writers need the one shared file).
     pub fn record(&self, e: &Event) -> io::Result<()> {
-        Self::append(&self.log, &e.line())
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.log)?;
+        f.write_all(e.line().as_bytes())
     }
 
-    /// The totals so far.
+    /// The totals so far (damaged lines skipped).
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for p in [&self.summary, &self.log] {
-            if let Ok(s) = fs::read_to_string(p) {
-                t.add_log(&s);
+            if let Ok(s) = crate::read_file(p) {
+                t.add_log_bytes(&s);
             }
         }
         t
@@ -154,8 +177,8 @@ impl Stats {
         }
         let mut t = Totals::default();
         for p in [&self.summary, &moving] {
-            if let Ok(s) = fs::read_to_string(p) {
-                t.add_log(&s);
+            if let Ok(s) = crate::read_file(p) {
+                t.add_log_bytes(&s);
             }
         }
         crate::atomic_write(&self.summary, t.to_log().as_bytes())?;
@@ -196,5 +219,36 @@ mod tests {
         assert_eq!((t.hits, t.misses, t.saved_ms, t.miss_ms), (2, 1, 15, 30));
         assert_eq!(t.uncacheable.get("stdin_input"), Some(&1));
         assert!((t.hit_rate() - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_damaged_line_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Stats::new(dir.path());
+        s.record(&Event::Hit { saved_ms: 10 }).unwrap();
+        s.record(&Event::Miss { ms: 30 }).unwrap();
+        let log = dir.path().join("stats.log");
+        let mut text = fs::read(&log).unwrap();
+        text.extend_from_slice(b"h 1 5 \xff\xfe\n");
+        text.extend_from_slice(b"h 18446744073709551615 1 -\nh 18446744073709551615 1 -\n");
+        text.extend_from_slice(b"m 1 4 \n");
+        fs::write(&log, &text).unwrap();
+        s.record(&Event::Hit { saved_ms: 1 }).unwrap();
+        let t = s.totals();
+        assert_eq!((t.hits, t.misses, t.saved_ms), (u64::MAX, 1, 13));
+        s.compact().unwrap();
+        assert_eq!(s.totals().hits, u64::MAX);
+    }
+
+    #[test]
+    fn a_link_at_the_log_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("stats.log")).unwrap();
+        let s = Stats::new(dir.path());
+        assert!(s.record(&Event::Hit { saved_ms: 1 }).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(s.totals().hits, 0);
     }
 }

@@ -39,9 +39,10 @@ pub fn max_size(flag: Option<&str>) -> Result<u64> {
     }
 }
 
+/// The store, refused (an error) if users not trusted may write it (see
+/// [`wrapper::cache_sharing`]).
 fn open() -> Result<Store> {
-    let dir = wrapper::store_dir()?;
-    Store::open(&dir).with_context(|| format!("opening the object cache at {}", dir.display()))
+    wrapper::open_store()
 }
 
 /// Entries the store holds before it trains its compression dictionary: enough to learn what
@@ -115,6 +116,7 @@ fn report_sweep(what: &str, s: &pik_cache::Sweep, json: bool) -> Result<()> {
     if json {
         let v = serde_json::json!({
             "removed": s.removed,
+            "failed": s.failed.len(),
             "before": {"files": s.before.files, "disk_bytes": s.before.disk_bytes},
             "after": {"files": s.after.files, "disk_bytes": s.after.disk_bytes},
         });
@@ -136,11 +138,18 @@ pub fn gc(max: Option<&str>, json: bool) -> Result<()> {
     report_sweep("gc", &s, json)
 }
 
-/// `pik cache verify`: exits nonzero when damaged entries were found (and removed).
+/// `pik cache verify`: exits nonzero when damaged entries were found (and removed), and when
+/// some could not be read or removed (each named on stderr): the store is then not known clean.
 pub fn verify(json: bool) -> Result<bool> {
     let s = open()?.verify()?;
     report_sweep("verify", &s, json)?;
-    Ok(s.removed == 0)
+    for p in &s.failed {
+        eprintln!(
+            "pik: verify: could not read, or remove when damaged, {}",
+            p.display()
+        );
+    }
+    Ok(s.removed == 0 && s.failed.is_empty())
 }
 
 /// `pik cache clear`.

@@ -30,7 +30,17 @@ pub struct Compile {
     pub output_arg: usize,
     /// `-include`/`-imacros` name headers the compile reads whatever its input says.
     pub forced_includes: bool,
+    /// The command line says whether diagnostics are coloured (`-fdiagnostics-color…`,
+    /// `-fno-diagnostics-color`, clang's `-f[no-]color-diagnostics`).
+    pub colour_set: bool,
+    /// Set by the wrapper (never by [`classify`]): the compiler is run with
+    /// [`COLOUR_ALWAYS`] because pik's own stderr is a terminal, and the key says so.
+    pub colour: bool,
 }
+
+/// The flag the wrapper adds when it captures the diagnostics of a compile whose caller sees
+/// them on a terminal.
+pub const COLOUR_ALWAYS: &str = "-fdiagnostics-color=always";
 
 /// Where a probe's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,91 +67,159 @@ pub enum Call {
     Uncacheable(&'static str),
 }
 
-/// Flags that take their value as the next argument.
-const WITH_VALUE: &[&str] = &[
-    "-o",
-    "-x",
-    "-I",
-    "-D",
-    "-U",
-    "-include",
-    "-imacros",
-    "-isystem",
-    "-idirafter",
-    "-iquote",
-    "-iprefix",
-    "-iwithprefix",
-    "-iwithprefixbefore",
-    "-isysroot",
-    "-imultiarch",
-    "-imultilib",
-    "-MF",
-    "-MT",
-    "-MQ",
-    "-Xassembler",
-    "-Xpreprocessor",
-    "--param",
-    "-target",
-    "--target",
+/// What an option's value is to pik.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The object (`-o`).
+    Output,
+    /// The language of the inputs that follow (`-x`).
+    Lang,
+    /// The depfile (`-MF`).
+    DepFile,
+    /// A header read before the input (`-include`, `-imacros`).
+    ForcedInclude,
+    /// A value in the key and nothing more: a target name in the depfile (`-MT`, `-MQ`), a
+    /// directory to search (the depfile lists what was found there), a macro, a parameter.
+    Keyed,
+    /// Handed to another program unread by the driver (`-Xassembler`): not cacheable.
+    PassThrough,
+}
+
+/// An option with a value, and the spellings gcc and clang accept for it: `sep` = the next
+/// argument (`-o x`), `joined` = glued on (`-ox`), `eq` = after `=` (`--sysroot=x`).
+struct Opt {
+    name: &'static str,
+    sep: bool,
+    joined: bool,
+    eq: bool,
+    role: Role,
+}
+
+const fn opt(name: &'static str, sep: bool, joined: bool, eq: bool, role: Role) -> Opt {
+    Opt {
+        name,
+        sep,
+        joined,
+        eq,
+        role,
+    }
+}
+
+/// Every option with a value pik understands, in every spelling gcc 12 and clang accept (tried
+/// against the real aarch64-linux-gnu-gcc: `-MFx`, `-includex`, `--include=x`, `--output x`,
+/// `--sysroot x`, `-xc` all work; `-MDx` does not). Any other spelling of these, and any other
+/// option that takes a value, is an unknown flag: never guessed at.
+const OPTS: &[Opt] = &[
+    opt("-o", true, true, false, Role::Output),
+    opt("--output", true, false, true, Role::Output),
+    opt("-x", true, true, false, Role::Lang),
+    opt("--language", true, false, true, Role::Lang),
+    opt("-MF", true, true, false, Role::DepFile),
+    opt("-MT", true, true, false, Role::Keyed),
+    opt("-MQ", true, true, false, Role::Keyed),
+    opt("-include", true, true, false, Role::ForcedInclude),
+    opt("--include", true, false, true, Role::ForcedInclude),
+    opt("-imacros", true, true, false, Role::ForcedInclude),
+    opt("--imacros", true, false, true, Role::ForcedInclude),
+    opt("-I", true, true, false, Role::Keyed),
+    opt("--include-directory", true, false, true, Role::Keyed),
+    opt("-isystem", true, true, false, Role::Keyed),
+    opt("-idirafter", true, true, false, Role::Keyed),
+    opt("-iquote", true, true, false, Role::Keyed),
+    opt("-iprefix", true, true, false, Role::Keyed),
+    opt("-iwithprefix", true, true, false, Role::Keyed),
+    opt("-iwithprefixbefore", true, true, false, Role::Keyed),
+    opt("-isysroot", true, true, false, Role::Keyed),
+    opt("-imultiarch", true, true, false, Role::Keyed),
+    opt("-imultilib", true, true, false, Role::Keyed),
+    opt("--sysroot", true, false, true, Role::Keyed),
+    opt("-D", true, true, false, Role::Keyed),
+    opt("-U", true, true, false, Role::Keyed),
+    opt("--param", true, false, true, Role::Keyed),
+    opt("-target", true, false, false, Role::Keyed),
+    opt("--target", true, false, true, Role::Keyed),
+    opt("-Xassembler", true, false, false, Role::PassThrough),
+    opt("-Xpreprocessor", true, false, false, Role::PassThrough),
 ];
 
-/// Flag prefixes known not to add outputs or hidden inputs beyond what the key covers.
-const KNOWN_PREFIXES: &[&str] = &[
-    "-D",
-    "-U",
-    "-I",
-    "-W",
-    "-f",
-    "-m",
-    "-O",
-    "-g",
-    "-std=",
-    "-include",
-    "-imacros",
-    "-isystem",
-    "-idirafter",
-    "-iquote",
-    "-iprefix",
-    "-iwithprefix",
-    "-isysroot",
-    "-imultiarch",
-    "-imultilib",
-    "-nostdinc",
-    "-nostdlib",
-    "-nodefaultlibs",
-    "-nostartfiles",
+/// How an argument spells an option of [`OPTS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// The value is the next argument.
+    Separate,
+    /// The value is in this argument, from this byte on.
+    Inline(usize),
+}
+
+/// The option of [`OPTS`] that `a` spells, and how (the longest name wins: `-iwithprefixbefore`
+/// over `-iwithprefix`).
+fn find_opt(a: &str) -> Option<(&'static Opt, Spelling)> {
+    let mut best: Option<(&'static Opt, Spelling)> = None;
+    for o in OPTS {
+        let found = if a == o.name {
+            o.sep.then_some(Spelling::Separate)
+        } else if let Some(rest) = a.strip_prefix(o.name) {
+            if o.eq && rest.starts_with('=') {
+                Some(Spelling::Inline(o.name.len() + 1))
+            } else if o.joined {
+                Some(Spelling::Inline(o.name.len()))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if let Some(sp) = found {
+            if best.is_none_or(|(b, _)| o.name.len() > b.name.len()) {
+                best = Some((o, sp));
+            }
+        }
+    }
+    best
+}
+
+/// Languages pik caches (`-x`).
+fn cacheable_lang(lang: &str) -> bool {
+    matches!(
+        lang,
+        "c" | "assembler-with-cpp" | "assembler" | "none" | "c++"
+    )
+}
+
+/// Flags without a value known not to add outputs or hidden inputs beyond what the key covers.
+const KNOWN_FLAGS: &[&str] = &[
+    "-c",
+    "-S",
+    "-w",
+    "-MD",
+    "-MMD",
+    "-MP",
     "-pipe",
     "-ansi",
     "-pedantic",
-    "--param",
-    "--sysroot=",
-    "--target=",
-    "-target",
+    "-pedantic-errors",
+    "-nostdinc",
+    "-nostdinc++",
+    "-nostdlib",
+    "-nodefaultlibs",
+    "-nostartfiles",
     "-pthread",
     "-static",
     "-shared",
     "-pie",
     "-no-pie",
     "-rdynamic",
-    "-w",
-    "-c",
-    "-S",
-    "-o",
-    "-x",
-    "-MD",
-    "-MMD",
-    "-MF",
-    "-MT",
-    "-MQ",
-    "-MP",
-    "-Xassembler",
-    "-Xpreprocessor",
     "-Qunused-arguments",
     // With -E (probes only): no line markers.
     "-P",
 ];
 
-/// Flags that make a call uncacheable, with the reason counted (a trailing `*` matches a prefix).
+/// Families of flags without a value (each flag is its whole argument) known not to add
+/// outputs or hidden inputs beyond what the key covers; the exceptions are in [`REFUSED`].
+const KNOWN_PREFIXES: &[&str] = &["-W", "-f", "-m", "-O", "-g", "-std="];
+
+/// Flags that make a call uncacheable, with the reason counted (`x*` matches what starts with
+/// `x`, `x*y*` what starts with `x` and holds `y` after it).
 const REFUSED: &[(&str, &str)] = &[
     ("-E", "preprocess only (-E)"),
     ("-M", "dependency output only (-M)"),
@@ -164,6 +242,9 @@ const REFUSED: &[(&str, &str)] = &[
     ("-specs=*", "specs file"),
     ("-B*", "compiler prefix (-B)"),
     ("-Xclang", "unknown flag"),
+    // clang's precompiled headers: -include's glued form would take them for a file name.
+    ("-include-p*", "precompiled header"),
+    ("-fopt-info*=*", "extra outputs (-fopt-info=file)"),
     ("-Xlinker", "link flags"),
     ("-wrapper", "compiler wrapper flag"),
 ];
@@ -174,12 +255,115 @@ fn s(a: &OsStr) -> &str {
 
 fn refused(a: &str) -> Option<&'static str> {
     REFUSED.iter().find_map(|(f, why)| {
-        let hit = match f.strip_suffix('*') {
-            Some(prefix) => a.starts_with(prefix),
+        let hit = match f.split_once('*') {
+            // `prefix*`, or `prefix*middle*`.
+            Some((prefix, rest)) => a.strip_prefix(prefix).is_some_and(|tail| {
+                rest.strip_suffix('*')
+                    .is_none_or(|mid| mid.is_empty() || tail.contains(mid))
+            }),
             None => a == *f,
         };
         hit.then_some(*why)
     })
+}
+
+/// Where the depfile goes: the options that name it, as given.
+#[derive(Default)]
+struct DepOptions {
+    /// `-MD` or `-MMD`.
+    requested: bool,
+    /// `-MF f` (any spelling).
+    mf: Option<PathBuf>,
+    /// `-Wp,-MD,f` or `-Wp,-MMD,f`.
+    wp_md: Option<PathBuf>,
+    /// `-Wp,-MF,f`.
+    wp_mf: Option<PathBuf>,
+    /// One of them was given twice (gcc takes the last; pik does not guess).
+    repeated: bool,
+}
+
+impl DepOptions {
+    /// The depfile the compiler writes, `Ok(None)` for none, or why pik cannot tell. Only the
+    /// combinations whose outcome was checked against gcc are accepted.
+    fn resolve(self, output: &Path) -> Result<Option<PathBuf>, &'static str> {
+        if self.repeated {
+            return Err("conflicting depfile options");
+        }
+        let d = match (self.requested, self.mf, self.wp_md, self.wp_mf) {
+            (false, None, None, None) => return Ok(None),
+            // kbuild's form: cc1 gets `-MD f`.
+            (false, None, Some(f), None) => f,
+            (true, Some(f), None, None) | (true, None, None, Some(f)) => f,
+            // gcc's rule: the -o name with its suffix replaced by .d.
+            (true, None, None, None) => gcc_depfile_name(output),
+            (false, Some(_), None, None) | (false, None, None, Some(_)) => {
+                return Err("-MF without -MD or -MMD")
+            }
+            _ => return Err("conflicting depfile options"),
+        };
+        if d.as_os_str() == "-" || d.as_os_str().is_empty() {
+            return Err("depfile to stdout (-MF -)");
+        }
+        Ok(Some(d))
+    }
+}
+
+/// The depfile `-MD` writes for the object `output`: its file name from the last `.` on (if
+/// any, even a leading one: gcc makes `.d` of `-o .hidden`) replaced by `.d`.
+fn gcc_depfile_name(output: &Path) -> PathBuf {
+    let name = output.file_name().unwrap_or_default().as_bytes();
+    let stem = match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) => &name[..dot],
+        None => name,
+    };
+    let mut d = stem.to_vec();
+    d.extend_from_slice(b".d");
+    output.with_file_name(OsStr::from_bytes(&d))
+}
+
+const WP: &str = "unsupported -Wp, flag";
+
+/// Reads a `-Wp,` list (options handed to the preprocessor as they are): the depfile options
+/// kbuild uses, macros and warnings; anything else is not understood.
+fn preprocessor_list(list: &str, dep: &mut DepOptions) -> Result<(), &'static str> {
+    let parts: Vec<&str> = list.split(',').collect();
+    let set = |slot: &mut Option<PathBuf>, repeated: &mut bool, v: &str| {
+        *repeated |= slot.is_some();
+        *slot = Some(PathBuf::from(v));
+    };
+    let mut k = 0;
+    while k < parts.len() {
+        let p = parts[k];
+        let value = parts.get(k + 1).copied();
+        match p {
+            "-MD" | "-MMD" => {
+                set(&mut dep.wp_md, &mut dep.repeated, value.ok_or(WP)?);
+                k += 2;
+            }
+            "-MF" => {
+                set(&mut dep.wp_mf, &mut dep.repeated, value.ok_or(WP)?);
+                k += 2;
+            }
+            "-MT" | "-MQ" | "-D" | "-U" => {
+                value.ok_or(WP)?;
+                k += 2;
+            }
+            "-MP" | "-w" => k += 1,
+            _ if p.len() > 3 && p.starts_with("-MF") => {
+                set(&mut dep.wp_mf, &mut dep.repeated, &p[3..]);
+                k += 1;
+            }
+            _ if p.len() > 2
+                && ["-MT", "-MQ", "-D", "-U", "-W"]
+                    .iter()
+                    .any(|f| p.starts_with(f)) =>
+            {
+                k += 1
+            }
+            _ => return Err(WP),
+        }
+    }
+    Ok(())
 }
 
 /// Classifies `args` (without argv[0]).
@@ -187,8 +371,7 @@ pub fn classify(args: &[OsString]) -> Call {
     let mut compile = false;
     let mut output: Option<PathBuf> = None;
     let mut inputs: Vec<PathBuf> = Vec::new();
-    let mut depfile: Option<PathBuf> = None;
-    let mut dep_requested = false;
+    let mut dep = DepOptions::default();
     let mut debug = false;
     let mut record_switches = false;
     let mut macro_maps: Vec<Vec<u8>> = Vec::new();
@@ -197,6 +380,7 @@ pub fn classify(args: &[OsString]) -> Call {
     let mut output_arg = 0;
     let mut forced_includes = false;
     let mut preprocess = false;
+    let mut colour_set = false;
     let mut i = 0;
     while i < args.len() {
         let a = s(&args[i]);
@@ -220,85 +404,91 @@ pub fn classify(args: &[OsString]) -> Call {
         if let Some(why) = refused(a) {
             return Call::Uncacheable(why);
         }
-        // Value of a two-argument flag, or the glued form (`-ofoo`, `-Ifoo`).
-        let takes_value = WITH_VALUE.contains(&a);
-        let value: Option<&OsStr> = if takes_value {
-            match args.get(i + 1) {
-                Some(v) => Some(v.as_os_str()),
-                None => return Call::Uncacheable("flag without its value"),
+        if let Some((o, spelling)) = find_opt(a) {
+            let (value, value_arg, next) = match spelling {
+                Spelling::Separate => match args.get(i + 1) {
+                    Some(v) => (s(v), i + 1, i + 2),
+                    None => return Call::Uncacheable("flag without its value"),
+                },
+                Spelling::Inline(at) => (&a[at..], i, i + 1),
+            };
+            if value == "\u{fffd}" {
+                return Call::Uncacheable("non-UTF-8 argument");
             }
-        } else {
-            None
-        };
-        match a {
-            // -S (assembly out, e.g. kbuild's asm-offsets.s) is as cacheable as -c; both are
-            // in the key, so their results never mix.
-            "-c" | "-S" => compile = true,
-            "-o" => {
-                output = value.map(PathBuf::from);
-                output_arg = i + 1;
+            // A glued value that looks like a flag (`-I-`, clang's `-include-pch`) may be read
+            // otherwise by another compiler; `-o-` (stdout) is the one kept.
+            if matches!(spelling, Spelling::Inline(_))
+                && value.starts_with('-')
+                && !(o.role == Role::Output && value == "-")
+            {
+                return Call::Uncacheable("ambiguous option");
             }
-            "-include" | "-imacros" => forced_includes = true,
-            "-MD" | "-MMD" => dep_requested = true,
-            "-MF" => depfile = value.map(PathBuf::from),
-            "-x" => {
-                let lang = s(value.unwrap());
-                if !matches!(
-                    lang,
-                    "c" | "assembler-with-cpp" | "assembler" | "none" | "c++"
-                ) {
-                    return Call::Uncacheable("unsupported language (-x)");
-                }
-            }
-            "-Xassembler" | "-Xpreprocessor" => {
-                return Call::Uncacheable("pass-through flags (-X)");
-            }
-            _ => {}
-        }
-        if !takes_value {
-            if let Some(o) = a.strip_prefix("-o") {
-                output = Some(PathBuf::from(o));
-                output_arg = i;
-            } else if a.starts_with("-include") || a.starts_with("-imacros") {
-                forced_includes = true;
-            } else if let Some(list) = a.strip_prefix("-Wp,") {
-                let parts: Vec<&str> = list.split(',').collect();
-                if matches!(parts.first(), Some(&"-MD") | Some(&"-MMD")) && parts.len() == 2 {
-                    depfile = Some(PathBuf::from(parts[1]));
-                    dep_requested = true;
-                } else if parts
-                    .iter()
-                    .any(|p| p.starts_with("-M") || p.starts_with("-E"))
-                {
-                    return Call::Uncacheable("unsupported -Wp, flag");
-                }
-            } else if let Some(list) = a.strip_prefix("-Wa,") {
-                for p in list.split(',') {
-                    if p.starts_with("-a") || p.starts_with("--MD") || p == "-MD" {
-                        return Call::Uncacheable("assembler listing or depfile (-Wa,)");
+            match o.role {
+                Role::Output => {
+                    if output.is_some() {
+                        return Call::Uncacheable("several -o outputs");
                     }
-                    if p == "-g" || p.starts_with("--gdwarf") || p.starts_with("-gdwarf") {
-                        debug = true;
+                    output = Some(PathBuf::from(value));
+                    output_arg = value_arg;
+                }
+                Role::Lang => {
+                    if !cacheable_lang(value) {
+                        return Call::Uncacheable("unsupported language (-x)");
                     }
                 }
-            } else if a.starts_with("-g") {
-                debug |= a != "-g0";
-            } else if a == "-frecord-gcc-switches" {
-                record_switches = true;
-            } else if let Some(m) = a.strip_prefix("-fmacro-prefix-map=") {
-                macro_maps.push(map_old(m));
-            } else if let Some(m) = a.strip_prefix("-fdebug-prefix-map=") {
-                debug_maps.push(map_old(m));
-            } else if let Some(m) = a.strip_prefix("-ffile-prefix-map=") {
-                macro_maps.push(map_old(m));
-                debug_maps.push(map_old(m));
-            } else if let Some(p) = a.strip_prefix("-fplugin=") {
-                extra_inputs.push(PathBuf::from(p));
-            } else if !KNOWN_PREFIXES.iter().any(|k| a.starts_with(k)) {
-                return Call::Uncacheable("unknown flag");
+                Role::DepFile => {
+                    dep.repeated |= dep.mf.is_some();
+                    dep.mf = Some(PathBuf::from(value));
+                }
+                Role::ForcedInclude => forced_includes = true,
+                Role::Keyed => {}
+                Role::PassThrough => return Call::Uncacheable("pass-through flags (-X)"),
             }
+            i = next;
+            continue;
         }
-        i += if takes_value { 2 } else { 1 };
+        if KNOWN_FLAGS.contains(&a) {
+            match a {
+                // -S (assembly out, e.g. kbuild's asm-offsets.s) is as cacheable as -c; both
+                // are in the key, so their results never mix.
+                "-c" | "-S" => compile = true,
+                "-MD" | "-MMD" => dep.requested = true,
+                _ => {}
+            }
+        } else if let Some(list) = a.strip_prefix("-Wp,") {
+            if let Err(why) = preprocessor_list(list, &mut dep) {
+                return Call::Uncacheable(why);
+            }
+        } else if let Some(list) = a.strip_prefix("-Wa,") {
+            for p in list.split(',') {
+                if p.starts_with("-a") || p.starts_with("--MD") || p == "-MD" {
+                    return Call::Uncacheable("assembler listing or depfile (-Wa,)");
+                }
+                if p == "-g" || p.starts_with("--gdwarf") || p.starts_with("-gdwarf") {
+                    debug = true;
+                }
+            }
+        } else if a.starts_with("-g") {
+            debug |= a != "-g0";
+        } else if a == "-frecord-gcc-switches" {
+            record_switches = true;
+        } else if let Some(m) = a.strip_prefix("-fmacro-prefix-map=") {
+            macro_maps.push(map_old(m));
+        } else if let Some(m) = a.strip_prefix("-fdebug-prefix-map=") {
+            debug_maps.push(map_old(m));
+        } else if let Some(m) = a.strip_prefix("-ffile-prefix-map=") {
+            macro_maps.push(map_old(m));
+            debug_maps.push(map_old(m));
+        } else if let Some(p) = a.strip_prefix("-fplugin=") {
+            extra_inputs.push(PathBuf::from(p));
+        } else if !KNOWN_PREFIXES.iter().any(|k| a.starts_with(k)) {
+            return Call::Uncacheable("unknown flag");
+        }
+        colour_set |= a.starts_with("-fdiagnostics-color")
+            || a == "-fno-diagnostics-color"
+            || a == "-fcolor-diagnostics"
+            || a == "-fno-color-diagnostics";
+        i += 1;
     }
     let probe = match inputs.as_slice() {
         [one] if one.as_os_str() == "/dev/null" => Some(Probe::DevNull),
@@ -331,10 +521,10 @@ pub fn classify(args: &[OsString]) -> Call {
     if probe.is_none() && output.as_os_str() == "-" {
         return Call::Uncacheable("object to stdout");
     }
-    if dep_requested && depfile.is_none() {
-        // gcc's rule: the -o name with its suffix replaced by .d.
-        depfile = Some(output.with_extension("d"));
-    }
+    let depfile = match dep.resolve(&output) {
+        Ok(d) => d,
+        Err(why) => return Call::Uncacheable(why),
+    };
     // A prefix may be written portably only if every way it reaches the output is remapped:
     // __FILE__ always (macro maps), and DWARF too when debug info is on (debug maps).
     let portable = if record_switches {
@@ -356,6 +546,8 @@ pub fn classify(args: &[OsString]) -> Call {
         probe,
         output_arg,
         forced_includes,
+        colour_set,
+        colour: false,
     })
 }
 
@@ -598,5 +790,207 @@ mod tests {
             panic!()
         };
         assert_eq!(c.depfile, Some(PathBuf::from("x/a.d")));
+    }
+
+    fn compile(cmd: &str) -> Compile {
+        match classify(&v(cmd)) {
+            Call::Compile(c) => c,
+            other => panic!("{cmd}: {other:?}"),
+        }
+    }
+
+    fn depfile(cmd: &str) -> Option<PathBuf> {
+        compile(cmd).depfile
+    }
+
+    #[test]
+    fn every_spelling_of_the_output_is_understood() {
+        for (cmd, out, arg) in [
+            ("-c a.c -o a.o", "a.o", 3),
+            ("-c a.c -oa.o", "a.o", 2),
+            ("-c a.c --output a.o", "a.o", 3),
+            ("-c a.c --output=a.o", "a.o", 2),
+            ("-S -x c -o- -", "-", 3),
+        ] {
+            let c = compile(cmd);
+            assert_eq!((c.output, c.output_arg), (PathBuf::from(out), arg), "{cmd}");
+        }
+        // gcc takes the last -o; pik does not guess.
+        for cmd in ["-c a.c -o a.o -o b.o", "-c a.c -oa.o --output=b.o"] {
+            assert_eq!(
+                classify(&v(cmd)),
+                Call::Uncacheable("several -o outputs"),
+                "{cmd}"
+            );
+        }
+        // Spellings gcc does not accept are not guessed at.
+        assert_eq!(
+            classify(&v("-c a.c --outputa.o")),
+            Call::Uncacheable("unknown flag")
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_the_depfile_is_understood() {
+        for (cmd, d) in [
+            // -MF separate and glued, with -MD or -MMD anywhere.
+            ("-MD -MF dep.d -c a.c -o a.o", "dep.d"),
+            ("-MD -MFdep.d -c a.c -o a.o", "dep.d"),
+            ("-c a.c -o a.o -MFdep.d -MMD", "dep.d"),
+            ("-MMD -MF x/dep.d -MT a.o -MQ '$a' -c a.c -o a.o", "x/dep.d"),
+            ("-MMD -MFdep.d -MTa.o -MQb.o -MP -c a.c -o a.o", "dep.d"),
+            // The default name, with a separate or glued -o, before or after -MD.
+            ("-MD -c a.c -ox/a.o", "x/a.d"),
+            ("-c a.c -ox/a.o -MMD", "x/a.d"),
+            ("-MD -c a.c --output=x/a.o", "x/a.d"),
+            ("-MD -c a.c -o x.y.o", "x.y.d"),
+            ("-MD -c a.c -o noext", "noext.d"),
+            ("-MD -c a.c -o dir.x/obj", "dir.x/obj.d"),
+            // As gcc does it: a leading dot starts the suffix too.
+            ("-MD -c a.c -o .hidden", ".d"),
+            // Handed to the preprocessor.
+            ("-Wp,-MD,dep.d -c a.c -o a.o", "dep.d"),
+            ("-Wp,-MMD,x/.a.o.d -Wp,-MT,a.o -c a.c -o a.o", "x/.a.o.d"),
+            ("-MD -Wp,-MF,dep.d -c a.c -o a.o", "dep.d"),
+            ("-MMD -Wp,-MFdep.d -c a.c -o a.o", "dep.d"),
+            (
+                "-Wp,-MMD,dep.d,-MTa.o,-D_FORTIFY_SOURCE=2 -c a.c -o a.o",
+                "dep.d",
+            ),
+        ] {
+            assert_eq!(depfile(cmd), Some(PathBuf::from(d)), "{cmd}");
+        }
+        assert_eq!(depfile("-MT a.o -MQ b -c a.c -o a.o"), None);
+        for (cmd, why) in [
+            (
+                "-MD -MFa.d -MF b.d -c a.c -o a.o",
+                "conflicting depfile options",
+            ),
+            (
+                "-Wp,-MD,a.d -MD -c a.c -o a.o",
+                "conflicting depfile options",
+            ),
+            (
+                "-Wp,-MD,a.d -MF b.d -c a.c -o a.o",
+                "conflicting depfile options",
+            ),
+            (
+                "-Wp,-MD,a.d -Wp,-MMD,b.d -c a.c -o a.o",
+                "conflicting depfile options",
+            ),
+            (
+                "-MD -MFa.d -Wp,-MF,b.d -c a.c -o a.o",
+                "conflicting depfile options",
+            ),
+            ("-MF dep.d -c a.c -o a.o", "-MF without -MD or -MMD"),
+            ("-MFdep.d -c a.c -o a.o", "-MF without -MD or -MMD"),
+            ("-Wp,-MF,dep.d -c a.c -o a.o", "-MF without -MD or -MMD"),
+            ("-MD -MF - -c a.c -o a.o", "depfile to stdout (-MF -)"),
+            ("-MD -MF- -c a.c -o a.o", "ambiguous option"),
+            ("-Wp,-MD -c a.c -o a.o", "unsupported -Wp, flag"),
+            ("-Wp,-MDdep.d -c a.c -o a.o", "unsupported -Wp, flag"),
+            ("-Wp,-include,x.h -c a.c -o a.o", "unsupported -Wp, flag"),
+            ("-Wp,-M -c a.c -o a.o", "unsupported -Wp, flag"),
+            ("-MDdep.d -c a.c -o a.o", "unknown flag"),
+            ("-MG -MD -c a.c -o a.o", "unknown flag"),
+            ("-M -c a.c -o a.o", "dependency output only (-M)"),
+            ("-MD -c a.c -o a.o -MF", "flag without its value"),
+        ] {
+            assert_eq!(classify(&v(cmd)), Call::Uncacheable(why), "{cmd}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_forced_includes_and_search_paths_is_understood() {
+        for cmd in [
+            "-include x.h -c a.c -o a.o",
+            "-includex.h -c a.c -o a.o",
+            "--include x.h -c a.c -o a.o",
+            "--include=x.h -c a.c -o a.o",
+            "-imacros x.h -c a.c -o a.o",
+            "-imacrosx.h -c a.c -o a.o",
+            "--imacros=x.h -c a.c -o a.o",
+        ] {
+            assert!(compile(cmd).forced_includes, "{cmd}");
+        }
+        // Values taken as values, never as inputs.
+        for cmd in [
+            "-I inc -Iinc2 --include-directory=inc3 --include-directory inc4 -c a.c -o a.o",
+            "-isystem sys -isystemsys2 -idirafter late -idirafterlate2 -c a.c -o a.o",
+            "-iquote q -iquoteq2 -iprefix p -iprefixp2 -iwithprefix w -iwithprefixw2 -c a.c -o a.o",
+            "-iwithprefixbefore b -iwithprefixbeforeb2 -isysroot r -isysrootr2 -c a.c -o a.o",
+            "-imultiarch m -imultiarchm2 -imultilib l -imultilibl2 -c a.c -o a.o",
+            "--sysroot / -c a.c -o a.o",
+            "--sysroot=/dev/null -c a.c -o a.o",
+            "-D X -DY=1 -U Z -UW --param max-inline-insns-single=10 --param=a=1 -c a.c -o a.o",
+            "-target aarch64-linux-gnu --target=aarch64-linux-gnu -c a.c -o a.o",
+        ] {
+            let c = compile(cmd);
+            assert_eq!(c.input, PathBuf::from("a.c"), "{cmd}");
+            assert!(!c.forced_includes, "{cmd}");
+        }
+        for (cmd, why) in [
+            // clang's -include-pch, -I- and the like: a glued value that looks like a flag.
+            ("-include-pch x.pch -c a.c -o a.o", "precompiled header"),
+            ("-I- -c a.c -o a.o", "ambiguous option"),
+            ("-isystem-after x -c a.c -o a.o", "ambiguous option"),
+            ("--sysroot/ -c a.c -o a.o", "unknown flag"),
+            ("--includex.h -c a.c -o a.o", "unknown flag"),
+            ("-c a.c -o a.o -include", "flag without its value"),
+            (
+                "-Xpreprocessor -MD -c a.c -o a.o",
+                "pass-through flags (-X)",
+            ),
+            ("-Xassembler -a -c a.c -o a.o", "pass-through flags (-X)"),
+            (
+                "-fopt-info-vec=report.txt -c a.c -o a.o",
+                "extra outputs (-fopt-info=file)",
+            ),
+        ] {
+            assert_eq!(classify(&v(cmd)), Call::Uncacheable(why), "{cmd}");
+        }
+        assert_eq!(
+            compile("-fopt-info-vec -c a.c -o a.o").output,
+            PathBuf::from("a.o")
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_the_language_is_checked() {
+        for cmd in [
+            "-x c -c a.c -o a.o",
+            "-xc -c a.c -o a.o",
+            "-xassembler-with-cpp -c a.S -o a.o",
+            "--language c -c a.c -o a.o",
+            "--language=c -c a.c -o a.o",
+        ] {
+            compile(cmd);
+        }
+        for cmd in [
+            "-x c++-header -c a.h -o a.gch",
+            "-xc++-header -c a.h -o a.gch",
+            "--language=objective-c -c a.m -o a.o",
+            "-xc -x go -c a.c -o a.o",
+        ] {
+            assert_eq!(
+                classify(&v(cmd)),
+                Call::Uncacheable("unsupported language (-x)"),
+                "{cmd}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_colour_choice_is_seen() {
+        for cmd in [
+            "-fdiagnostics-color -c a.c -o a.o",
+            "-fdiagnostics-color=never -c a.c -o a.o",
+            "-fno-diagnostics-color -c a.c -o a.o",
+            "-fcolor-diagnostics -c a.c -o a.o",
+        ] {
+            let c = compile(cmd);
+            assert!(c.colour_set && !c.colour, "{cmd}");
+        }
+        assert!(!compile("-c a.c -o a.o").colour_set);
     }
 }

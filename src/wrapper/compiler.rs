@@ -86,8 +86,10 @@ pub fn identity(memo_dir: &Path, hashes: &FileHashCache, driver: &Path) -> io::R
     let memo = memo_dir.join(Digest::of(driver.as_os_str().as_bytes()).to_hex());
     // Lines: the driver's stamp, then "stamp\tpath" per helper, then the identity; the memo
     // ends with a checksum line, so a damaged memo is redone rather than trusted.
-    if let Some(lines) = std::fs::read_to_string(&memo)
+    // Read as any store file is: never through a planted link, never blocking on a FIFO.
+    if let Some(lines) = pik_cache::read_file(&memo)
         .ok()
+        .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| check_memo(&t))
     {
         let fresh = lines.len() >= 2

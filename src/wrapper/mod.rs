@@ -16,9 +16,9 @@ pub mod depfile;
 mod record;
 
 use args::{Call, Compile, Probe};
-use pik_cache::filehash::FileHashCache;
+use pik_cache::filehash::{self, FileHashCache};
 use pik_cache::stats::Event;
-use pik_cache::{Digest, Store};
+use pik_cache::{Digest, Sharing, Store};
 use record::{Candidate, Record, TreeTag};
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -56,6 +56,8 @@ fn output_env(name: &[u8]) -> bool {
                 | b"DEPENDENCIES_OUTPUT"
                 | b"SUNPRO_DEPENDENCIES"
                 | b"GCC_COMPARE_DEBUG"
+                // The colours of diagnostics (when on: see `colour_terminal`).
+                | b"GCC_COLORS"
                 | b"CCC_OVERRIDE_OPTIONS"
         )
 }
@@ -127,6 +129,35 @@ pub fn store_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Set to `1` when the object store is shared on purpose by users who trust each other (its
+/// directory may then belong to another user, or be writable by its group or everyone).
+pub const SHARED_ENV: &str = "PIK_CACHE_SHARED";
+
+/// Whether the user said the object store is shared ([`SHARED_ENV`]); everything that opens
+/// the store asks this, so a config-file setting has one place to go.
+pub fn cache_sharing() -> Sharing {
+    match std::env::var_os(SHARED_ENV) {
+        Some(v) if !v.is_empty() && v != "0" => Sharing::Shared,
+        _ => Sharing::Private,
+    }
+}
+
+/// Opens the object store for `pik cache …` and the build's upkeep, refusing a directory
+/// others can write unless it is shared (see [`cache_sharing`]).
+pub fn open_store() -> anyhow::Result<Store> {
+    let dir = store_dir()?;
+    Store::open_with(&dir, cache_sharing()).map_err(|e| match pik_cache::untrusted(&e) {
+        Some(u) => anyhow::anyhow!(
+            "refusing the object cache: {u}; whoever can write it can plant objects in your \
+             builds. Fix its owner and mode, use another PIK_CACHE_DIR, or set {SHARED_ENV}=1 \
+             if everyone who can write it is trusted"
+        ),
+        None => {
+            anyhow::Error::new(e).context(format!("opening the object cache at {}", dir.display()))
+        }
+    })
+}
+
 /// Set by `pik build` to `<name>=<absolute path>`: the real compiler its masquerade link `name`
 /// stands for, found once on the build's PATH instead of by every wrapped call (a dozen `stat`s).
 pub const COMPILER_ENV: &str = "PIK_COMPILER";
@@ -173,7 +204,7 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
     if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
         return exec(real, &args);
     }
-    let c = match args::classify(&args) {
+    let mut c = match args::classify(&args) {
         Call::Compile(c) => c,
         Call::Uncacheable(reason) => {
             let out = output_of(&args);
@@ -181,6 +212,14 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
             return exec(real, &args);
         }
     };
+    c.colour = !c.colour_set && colour_terminal();
+    if c.probe.is_some() && !output_dir_writable(&c.output) {
+        // The compiler will fail for want of a place to write, not because of the code or
+        // flags: that is no answer to keep.
+        let reason = "probe output directory missing or not writable";
+        note(None, &Event::Uncacheable { reason }, "u", reason, &c.output);
+        return exec(real, &args);
+    }
     // A probe of stdin: what it says is part of the key, so pik reads it and hands it on.
     let stdin = match c.probe {
         Some(Probe::Stdin) => {
@@ -199,24 +238,95 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
         }
         _ => None,
     };
-    let fallback = |store: Option<&Store>, reason: &'static str, e: String| {
-        note(store, &Event::Error { reason }, "e", &e, &c.output);
-        match &stdin {
-            Some(bytes) => run_real(real, &args, bytes),
-            None => exec(real, &args),
-        }
+    let uncached = || match &stdin {
+        Some(bytes) => run_real(real, &args, bytes),
+        None => exec(real, &args),
     };
     let ctx = match Ctx::open(real) {
         Ok(ctx) => ctx,
-        Err(e) => return fallback(None, "store", format!("store: {e}")),
+        Err(Failure::Store(e, dir)) => {
+            store_unusable(&e, &dir, &c.output);
+            return uncached();
+        }
+        Err(Failure::Other(e)) => {
+            note(
+                None,
+                &Event::Error { reason: "store" },
+                "e",
+                &e.to_string(),
+                &c.output,
+            );
+            return uncached();
+        }
     };
     let code = match ctx.compile(&c, &args, stdin.as_deref(), started) {
-        Ok(code) => code,
-        Err(e) => fallback(Some(&ctx.store), "internal", e.to_string()),
+        Ok(Done::Code(code)) => code,
+        Ok(Done::Uncacheable(reason)) => {
+            note(
+                Some(&ctx.store),
+                &Event::Uncacheable { reason },
+                "u",
+                reason,
+                &c.output,
+            );
+            uncached()
+        }
+        Err(e) => {
+            let reason = "internal";
+            note(
+                Some(&ctx.store),
+                &Event::Error { reason },
+                "e",
+                &e.to_string(),
+                &c.output,
+            );
+            uncached()
+        }
     };
     // The process ends now: unmapping the hash table and closing files would be wasted syscalls.
     std::mem::forget(ctx);
     code
+}
+
+/// Whether the caller sees the compiler's diagnostics on a colour terminal: stderr a terminal,
+/// `TERM` set and not `dumb`, and no `NO_COLOR`. The environment is read first, so a call
+/// without a terminal pays no system call for it.
+fn colour_terminal() -> bool {
+    let term = std::env::var_os("TERM");
+    if term.as_ref().is_none_or(|t| t.is_empty() || t == "dumb")
+        || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+    {
+        return false;
+    }
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+/// How a cacheable call ended.
+enum Done {
+    /// Served or compiled; the compiler's exit status.
+    Code(i32),
+    /// Found not cacheable before anything ran or was read (an input that is not a regular
+    /// file): the caller runs the compiler untouched.
+    Uncacheable(&'static str),
+}
+
+/// Whether the directory `output` goes to exists and this process may write there (a probe's
+/// refusal is kept only when it is about the code or the flags).
+fn output_dir_writable(output: &Path) -> bool {
+    let o = output.as_os_str().as_bytes();
+    if o == b"-" || o == b"/dev/null" {
+        return true;
+    }
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 /// Tunes the C library's allocator for a process that lives a few milliseconds: large buffers
@@ -266,22 +376,115 @@ fn output_of(args: &[OsString]) -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Records an event in the store's counters and the session log (best effort).
+/// Records an event in the store's counters and the session log (best effort). Without a
+/// store at hand (a call found uncacheable before the store was opened), the counters are
+/// written only if the store's directory passes the same trust check as an open.
 fn note(store: Option<&Store>, e: &Event, kind: &str, reason: &str, output: &Path) {
     let stats = match store {
         Some(s) => Some(s.stats()),
-        None => store_dir().ok().map(|d| pik_cache::stats::Stats::new(&d)),
+        None => store_dir()
+            .ok()
+            .filter(|d| pik_cache::check_dir(d, cache_sharing()).is_ok())
+            .map(|d| pik_cache::stats::Stats::new(&d)),
     };
     if let Some(s) = stats {
         let _ = s.record(e);
     }
-    if let Some(log) = std::env::var_os(SESSION_LOG_ENV).filter(|v| !v.is_empty()) {
+    session_note(kind, reason, output);
+}
+
+/// Appends `kind reason output` to the session log, if there is one.
+fn session_note(kind: &str, reason: &str, output: &Path) {
+    if let Some(log) = session_log() {
         let reason = reason.replace(|c: char| c.is_whitespace(), "_");
         let mut line = format!("{kind} {reason} ").into_bytes();
         line.extend_from_slice(output.as_os_str().as_bytes());
         line.push(b'\n');
         let _ = pik_cache::stats::Stats::append(Path::new(&log), &String::from_utf8_lossy(&line));
     }
+}
+
+fn session_log() -> Option<OsString> {
+    std::env::var_os(SESSION_LOG_ENV).filter(|v| !v.is_empty())
+}
+
+/// What keeps the store from serving or keeping a call, in the words a user acts on. Only the
+/// conditions of the store's file system are named; anything else is a plain store error.
+fn store_problem(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    if pik_cache::untrusted(e).is_some() {
+        return UNTRUSTED;
+    }
+    match (e.raw_os_error(), e.kind()) {
+        (Some(libc::ENOSPC | libc::EDQUOT), _) | (_, K::StorageFull | K::QuotaExceeded) => {
+            "no space left on device"
+        }
+        (Some(libc::EROFS), _) | (_, K::ReadOnlyFilesystem) => "read-only file system",
+        (Some(libc::EACCES | libc::EPERM), _) | (_, K::PermissionDenied) => "permission denied",
+        _ => "store error",
+    }
+}
+
+const UNTRUSTED: &str = "untrusted cache directory";
+
+/// Counts a call the store could not serve or keep because of `e` (the compile itself runs):
+/// in the store's counters when it can still take a line (never an untrusted one), and in the
+/// session log as `e <problem>@<store dir> <output>`, from which the build makes its one
+/// warning ([`Summary::store_warning`]). Outside a build (no session log), a store refused as
+/// untrusted is also reported on stderr, since nothing else would say why nothing is cached.
+fn store_unusable(e: &std::io::Error, dir: &Path, output: &Path) {
+    let problem = store_problem(e);
+    if problem != UNTRUSTED {
+        let _ = pik_cache::stats::Stats::new(dir).record(&Event::Error { reason: problem });
+    } else if session_log().is_none() {
+        eprintln!(
+            "pik: warning: not using the object cache: {}; compiling uncached (set {SHARED_ENV}=1 \
+             if everyone who can write it is trusted)",
+            pik_cache::untrusted(e).map_or_else(|| e.to_string(), |u| u.to_string())
+        );
+    }
+    let mut reason = problem.replace(' ', "_");
+    reason.push('@');
+    reason.push_str(&escape(dir.as_os_str().as_bytes()));
+    session_note("e", &reason, output);
+}
+
+/// `bytes` with `%`, spaces, control and non-ASCII bytes written `%XX`, so a path is one
+/// token of a session-log line whatever it holds.
+fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b == b'%' || !(0x21..0x7f).contains(&b) {
+            s.push_str(&format!("%{b:02X}"));
+        } else {
+            s.push(b as char);
+        }
+    }
+    s
+}
+
+/// The bytes [`escape`] wrote.
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A command running the real compiler. Without [`COMPILER_ENV`]: should a wrong setting name
@@ -297,6 +500,21 @@ fn exec(real: &Path, args: &[OsString]) -> i32 {
     let err = real_compiler(real).args(args).exec();
     eprintln!("pik: cannot run {}: {err}", real.display());
     127
+}
+
+/// Why the cache could not do its part of a call.
+enum Failure {
+    /// The store (at the path given) could not be opened or written: a full disk, a read-only
+    /// or untrusted directory. Counted by problem, for the build's one warning.
+    Store(std::io::Error, PathBuf),
+    /// Anything else (a file gone while it was hashed).
+    Other(std::io::Error),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Other(e)
+    }
 }
 
 struct Ctx {
@@ -320,12 +538,15 @@ struct Scanned {
 }
 
 impl Ctx {
-    fn open(real: &Path) -> Res<Ctx> {
+    fn open(real: &Path) -> Result<Ctx, Failure> {
         let dir = store_dir().map_err(std::io::Error::other)?;
-        let store = Store::open(&dir)?;
-        // Attribute: whether the file mentions `.incbin` (see `scan_deps`).
+        let store =
+            Store::open_with(&dir, cache_sharing()).map_err(|e| Failure::Store(e, dir.clone()))?;
+        // Attribute: whether the file mentions `.incbin` (see `scan_deps`). Without a table (a
+        // full disk, a read-only store that never had one) every file is hashed from content.
         let hashes =
-            FileHashCache::open_with_attr(&dir.join("filehash.v2"), HASH_SLOTS, mentions_incbin)?;
+            FileHashCache::open_with_attr(&dir.join("filehash.v2"), HASH_SLOTS, mentions_incbin)
+                .unwrap_or_else(|_| FileHashCache::without_table(mentions_incbin));
         // The memo's directory is made when a memo is first written.
         let memo = dir.join("compilers");
         let compiler_id = compiler::identity(&memo, &hashes, real)?;
@@ -343,6 +564,10 @@ impl Ctx {
         let mut h = blake3::Hasher::new();
         h.update(b"pik-cc-key-1\0");
         h.update(&self.compiler_id.0);
+        if c.colour {
+            // Diagnostics with colour codes are replayed only where colour was asked for.
+            h.update(b"\0colour\0");
+        }
         if c.debug {
             // DWARF records the compile directory unless a debug map covers it.
             let cwd = std::env::current_dir()?;
@@ -427,7 +652,13 @@ impl Ctx {
             };
             i += 1;
             let p = args::path(args::denormalize(&d, portable));
-            let (digest, attr, md) = self.hashes.digest_attr_and_metadata(&p)?;
+            let (digest, attr, md) = match self.hashes.digest_attr_and_metadata(&p) {
+                Ok(found) => found,
+                Err(e) if filehash::not_regular(&e) => {
+                    return Ok(Err("dependency is not a regular file"))
+                }
+                Err(e) => return Err(e),
+            };
             h.update(&d);
             h.update(b"\0");
             h.update(&digest.0);
@@ -499,8 +730,15 @@ impl Ctx {
         argv: &[OsString],
         stdin: Option<&[u8]>,
         started: Instant,
-    ) -> Res<i32> {
-        let key = self.key(c, argv, stdin)?;
+    ) -> Res<Done> {
+        let key = match self.key(c, argv, stdin) {
+            Ok(key) => key,
+            // Refused before it was opened: the compiler reads it, once.
+            Err(e) if filehash::not_regular(&e) => {
+                return Ok(Done::Uncacheable("input is not a regular file"))
+            }
+            Err(e) => return Err(e),
+        };
         let entry = self.store.get_entry(&key).ok().flatten();
         // Borrows the object and depfile from the entry's bytes: copying them costs fresh pages.
         let record = entry
@@ -523,10 +761,11 @@ impl Ctx {
                     how,
                     &c.output,
                 );
-                return Ok(cand.exit_code);
+                return Ok(Done::Code(cand.exit_code));
             }
         }
         self.miss(c, argv, stdin, key, record, started)
+            .map(Done::Code)
     }
 
     /// Writes a candidate's outputs for this call: object, depfile (with this call's paths),
@@ -574,6 +813,11 @@ impl Ctx {
         if let Some(p) = &own_dep {
             cmd.arg("-MD").arg("-MF").arg(p);
         }
+        if c.colour {
+            // Captured through a pipe, the compiler would see no terminal; the key says colour
+            // was asked for, so these diagnostics are replayed only to terminals.
+            cmd.arg(args::COLOUR_ALWAYS);
+        }
         let run_start = Instant::now();
         let (status, stdout, stderr) = run_captured(&mut cmd, stdin)?;
         let compile_ms = run_start.elapsed().as_millis() as u64;
@@ -594,7 +838,12 @@ impl Ctx {
             );
             return Ok(code);
         }
-        let stored = (|| -> Res<Option<&'static str>> {
+        let stored = (|| -> Result<Option<&'static str>, Failure> {
+            let put = |record: &Record| {
+                self.store
+                    .put_entry(&key, &record.encode())
+                    .map_err(|e| Failure::Store(e, self.store.root().to_path_buf()))
+            };
             if refused {
                 let cand = Candidate {
                     deps_digest: self.deps_digest(&[], &c.portable)?,
@@ -607,10 +856,9 @@ impl Ctx {
                     stdout: args::normalize(&stdout, &c.portable).into(),
                     stderr: args::normalize(&stderr, &c.portable).into(),
                 };
-                let record = Record {
+                put(&Record {
                     candidates: vec![cand],
-                };
-                self.store.put_entry(&key, &record.encode())?;
+                })?;
                 return Ok(None);
             }
             let dep_path = c
@@ -651,7 +899,7 @@ impl Ctx {
                 .retain(|k| k.deps_digest != cand.deps_digest);
             record.candidates.insert(0, cand);
             record.candidates.truncate(MAX_CANDIDATES);
-            self.store.put_entry(&key, &record.encode())?;
+            put(&record)?;
             Ok(None)
         })();
         let ms = started.elapsed().as_millis() as u64;
@@ -667,7 +915,8 @@ impl Ctx {
                 why,
                 &c.output,
             ),
-            Err(e) => note(
+            Err(Failure::Store(e, dir)) => store_unusable(&e, &dir, &c.output),
+            Err(Failure::Other(e)) => note(
                 Some(&self.store),
                 &Event::Error {
                     reason: "store write",
@@ -753,8 +1002,8 @@ pub const PROBE: &str = "probe";
 
 /// Whether a failed compile is a probe's answer (the compiler refusing a flag or an instruction)
 /// that holds as long as the key does: a probe that can read no file (no `-include`, no include
-/// directive in what it compiles) and failed with an ordinary diagnostic, not for want of memory,
-/// disk or a signal.
+/// directive in what it compiles) and failed with an ordinary diagnostic about the code or the
+/// flags, not for want of memory, disk, a place to write, a program, or for a signal.
 fn refusal_is_the_answer(c: &Compile, stdin: Option<&[u8]>, code: i32, stderr: &[u8]) -> bool {
     let reads_files = c.forced_includes
         || stdin.is_some_and(|s| {
@@ -762,13 +1011,28 @@ fn refusal_is_the_answer(c: &Compile, stdin: Option<&[u8]>, code: i32, stderr: &
                 .iter()
                 .any(|n| find(s, n).is_some())
         });
+    // A diagnostic naming the output is about where it goes, which the key leaves out.
+    let about_output = c.output_is_file()
+        && !c.output.as_os_str().is_empty()
+        && find(stderr, c.output.as_os_str().as_bytes()).is_some();
     let text = String::from_utf8_lossy(stderr).to_lowercase();
-    let transient = [
+    let environmental = [
         "internal compiler error",
         "out of memory",
         "memory exhausted",
         "cannot allocate",
         "no space left",
+        "disk quota",
+        "read-only file system",
+        "permission denied",
+        "no such file or directory",
+        "cannot open",
+        "can't open",
+        "can't create",
+        "cannot create",
+        "cannot execute",
+        "cannot run",
+        "not a directory",
         "signal",
         "killed",
         "resource temporarily unavailable",
@@ -777,7 +1041,12 @@ fn refusal_is_the_answer(c: &Compile, stdin: Option<&[u8]>, code: i32, stderr: &
     ]
     .iter()
     .any(|t| text.contains(t));
-    c.probe.is_some() && !reads_files && code == 1 && text.contains("error") && !transient
+    c.probe.is_some()
+        && !reads_files
+        && code == 1
+        && text.contains("error")
+        && !environmental
+        && !about_output
 }
 
 /// The hash table's attribute for a file: 1 when it mentions `.incbin` anywhere.
@@ -821,6 +1090,93 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn probe(cmd: &str) -> Compile {
+        let argv: Vec<OsString> = cmd.split(' ').map(OsString::from).collect();
+        match args::classify(&argv) {
+            Call::Compile(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_refusals_about_code_or_flags_are_answers() {
+        let c = probe("-Werror -fno-such-flag -c -x c /dev/null -o .tmp_1/tmp");
+        let refused = b"cc1: error: unrecognized command-line option '-fno-such-flag'\n";
+        assert!(refusal_is_the_answer(&c, None, 1, refused));
+        for stderr in [
+            "Assembler messages:\nFatal error: can't create .tmp_1/tmp: Permission denied\n",
+            "Fatal error: can't create /x/tmp: No such file or directory\n",
+            "cc1: fatal error: cannot open output: Read-only file system\n",
+            "as: error: No space left on device\n",
+            "gcc: fatal error: cannot execute 'cc1': execvp: No such file or directory\n",
+            "gcc: fatal error: Killed signal terminated program cc1\n",
+            "during RTL pass: x\ninternal compiler error: Segmentation fault\n",
+            "error: opening dependency file .tmp_1/tmp.d: Permission denied\n",
+            // Naming the (throwaway) output: about where it goes, not what it is.
+            "error: writing .tmp_1/tmp failed\n",
+        ] {
+            assert!(
+                !refusal_is_the_answer(&c, None, 1, stderr.as_bytes()),
+                "{stderr}"
+            );
+        }
+        // Not a probe, reads files, or not exit 1: never an answer.
+        assert!(!refusal_is_the_answer(&c, None, 4, refused));
+        let forced = probe("-include x.h -c -x c /dev/null -o .tmp_1/tmp");
+        assert!(!refusal_is_the_answer(&forced, None, 1, refused));
+    }
+
+    #[test]
+    fn the_build_gets_one_warning_for_an_unusable_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("session.log");
+        let full = format!(
+            "e no_space_left_on_device@{} a.o\n",
+            escape(b"/cache dir/objects")
+        );
+        let mut text = Vec::new();
+        text.extend_from_slice(b"h deps a.o\nm - b.o\nh probe .tmp/x\n");
+        text.extend_from_slice(full.as_bytes());
+        text.extend_from_slice(full.as_bytes());
+        text.extend_from_slice(b"e read-only_file_system@/ro c.o\n");
+        // An error that is not the store's condition: counted, no warning of its own.
+        text.extend_from_slice(b"e No_such_file_or_directory_(os_error_2) d.o\n");
+        // Damaged lines: skipped.
+        text.extend_from_slice(b"e \xff@/x e.o\nh\nm \nzz - f.o\n");
+        std::fs::write(&log, &text).unwrap();
+        let s = Summary::read(&log);
+        assert_eq!((s.hits, s.misses, s.probe_hits, s.errors), (1, 1, 1, 4));
+        assert_eq!(s.store_errors.values().sum::<u64>(), 3);
+        let w = s.store_warning().unwrap();
+        assert_eq!(
+            w,
+            "object cache unusable: 3 compiles ran uncached (no space left on device in \
+             /cache dir/objects); free space or set PIK_CACHE_DIR; and (read-only file system \
+             in /ro); make it writable or set PIK_CACHE_DIR"
+        );
+        std::fs::write(&log, b"h deps a.o\ne No_such_file d.o\n").unwrap();
+        assert_eq!(Summary::read(&log).store_warning(), None);
+        let untrusted = format!("e {}@/shared x.o\n", UNTRUSTED.replace(' ', "_"));
+        std::fs::write(&log, untrusted).unwrap();
+        let w = Summary::read(&log).store_warning().unwrap();
+        assert!(
+            w.starts_with(
+                "object cache unusable: 1 compile ran uncached (untrusted cache \
+                 directory in /shared)"
+            ) && w.contains("PIK_CACHE_SHARED=1"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn session_log_paths_survive_escaping() {
+        for p in [&b"/plain/path"[..], b"/with space/and%/\xff\x01@x", b""] {
+            let e = escape(p);
+            assert!(!e.contains(|c: char| c.is_whitespace()), "{e}");
+            assert_eq!(unescape(&e), p);
+        }
+    }
 
     #[test]
     fn finds_incbin_operands() {
@@ -881,25 +1237,57 @@ pub struct Summary {
     pub probe_misses: u64,
     /// hits / (hits + misses).
     pub hit_rate: f64,
+    /// The part of `errors` the store's condition caused (no space, read-only, not writable,
+    /// untrusted), by problem and store directory: what [`Summary::store_warning`] reports.
+    /// Left out of the manifest.
+    #[serde(skip)]
+    pub store_errors: std::collections::BTreeMap<StoreProblem, u64>,
+}
+
+/// Why the object store could not serve or keep some calls, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoreProblem {
+    /// "no space left on device", "read-only file system", "permission denied",
+    /// "untrusted cache directory" or "store error".
+    pub reason: String,
+    /// The store's directory.
+    pub dir: PathBuf,
 }
 
 impl Summary {
-    /// Reads a session log written through [`SESSION_LOG_ENV`].
+    /// Reads a session log written through [`SESSION_LOG_ENV`]. Lines that are damaged (not
+    /// UTF-8, no reason, an unknown kind) are skipped.
     pub fn read(log: &Path) -> Summary {
         let mut s = Summary::default();
         let text = std::fs::read(log).unwrap_or_default();
         for line in text.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(line);
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
             let mut it = line.splitn(3, ' ');
-            match (it.next(), it.next()) {
-                (Some("h"), Some(PROBE)) => s.probe_hits += 1,
-                (Some("m"), Some(PROBE)) => s.probe_misses += 1,
-                (Some("h"), _) => s.hits += 1,
-                (Some("m"), _) => s.misses += 1,
-                (Some("e"), _) => s.errors += 1,
-                (Some("u"), Some(reason)) => {
-                    *s.uncacheable.entry(reason.to_string()).or_default() += 1
+            let (Some(kind), Some(reason), Some(_output)) = (it.next(), it.next(), it.next())
+            else {
+                continue;
+            };
+            if reason.is_empty() {
+                continue;
+            }
+            match (kind, reason) {
+                ("h", PROBE) => s.probe_hits += 1,
+                ("m", PROBE) => s.probe_misses += 1,
+                ("h", _) => s.hits += 1,
+                ("m", _) => s.misses += 1,
+                ("e", _) => {
+                    s.errors += 1;
+                    if let Some((problem, dir)) = reason.split_once('@') {
+                        let p = StoreProblem {
+                            reason: problem.replace('_', " "),
+                            dir: args::path(unescape(dir)),
+                        };
+                        *s.store_errors.entry(p).or_default() += 1;
+                    }
                 }
+                ("u", _) => *s.uncacheable.entry(reason.to_string()).or_default() += 1,
                 _ => {}
             }
         }
@@ -910,6 +1298,43 @@ impl Summary {
             s.hits as f64 / n as f64
         };
         s
+    }
+
+    /// The one warning a build prints when the object store could not be used for some of its
+    /// compiles (they ran, uncached), or `None` when it always could: e.g. "object cache
+    /// unusable: 12 compiles ran uncached (no space left on device in /home/u/.cache/pik/objects);
+    /// free space or set PIK_CACHE_DIR". Each further problem is added after a semicolon.
+    /// Meant to be called once per build on the [`Summary::read`] of its session log, and
+    /// printed as a warning (the build itself succeeded).
+    pub fn store_warning(&self) -> Option<String> {
+        let total: u64 = self.store_errors.values().sum();
+        if total == 0 {
+            return None;
+        }
+        let mut problems: Vec<(&StoreProblem, &u64)> = self.store_errors.iter().collect();
+        problems.sort_by(|a, b| b.1.cmp(a.1));
+        let described: Vec<String> = problems
+            .iter()
+            .map(|(p, _)| {
+                let advice = match p.reason.as_str() {
+                    "no space left on device" => "free space or set PIK_CACHE_DIR".to_string(),
+                    "read-only file system" => "make it writable or set PIK_CACHE_DIR".to_string(),
+                    "permission denied" => "fix its permissions or set PIK_CACHE_DIR".to_string(),
+                    UNTRUSTED => format!(
+                        "another user may write it, so it could serve their objects: fix its \
+                         owner and mode, set PIK_CACHE_DIR, or set {SHARED_ENV}=1 if everyone \
+                         who can write it is trusted"
+                    ),
+                    _ => "run `pik cache verify` or set PIK_CACHE_DIR".to_string(),
+                };
+                format!("({} in {}); {advice}", p.reason, p.dir.display())
+            })
+            .collect();
+        let noun = if total == 1 { "compile" } else { "compiles" };
+        Some(format!(
+            "object cache unusable: {total} {noun} ran uncached {}",
+            described.join("; and ")
+        ))
     }
 }
 

@@ -221,4 +221,33 @@ mod tests {
             assert!(Record::decode(&e[..cut]).is_none());
         }
     }
+
+    /// Every length and count in the format is checked against the bytes that are left before
+    /// anything is taken or allocated for it: a damaged one is a record that does not decode.
+    #[test]
+    fn damaged_lengths_and_counts_do_not_decode() {
+        let r = Record {
+            candidates: vec![Candidate {
+                deps_digest: Digest::of(b"d"),
+                compile_ms: 1,
+                exit_code: 0,
+                object: vec![7; 100].into(),
+                depfile: b"a.o: a.c\n".to_vec().into(),
+                extra_deps: vec![b"x".to_vec()],
+                stdout: vec![].into(),
+                stderr: vec![].into(),
+                tree: None,
+            }],
+        };
+        let e = r.encode();
+        // The candidate count, the digest's length, the object's, the depfile's, the count of
+        // extra dependencies and the first one's length.
+        for at in [8, 16, 72, 180, 197, 205] {
+            for v in [u64::MAX, 1 << 40, 3 << 30] {
+                let mut bad = e.clone();
+                bad[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                assert!(Record::decode(&bad).is_none(), "field at {at} = {v}");
+            }
+        }
+    }
 }
