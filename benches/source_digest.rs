@@ -33,14 +33,14 @@ fn main() {
     // A fresh stat cache: the first digest reads every file, the second only stats them.
     let cache = tempfile::tempdir().expect("temp dir");
     std::env::set_var("PIK_CACHE_DIR", cache.path());
-    let src = pik::input::source::Source::Tree(tree.clone());
+    let src = pik::source::Source::Tree(tree.clone());
     let t = Instant::now();
-    let d = pik::input::source::digest(&src).expect("digest");
+    let d = pik::source::digest(&src).expect("digest");
     let hashed = t.elapsed().as_secs_f64();
     // Files younger than the settle time are never remembered; a tree extracted just now would
     // look cold twice.
     let t = Instant::now();
-    let d2 = pik::input::source::digest(&src).expect("digest");
+    let d2 = pik::source::digest(&src).expect("digest");
     let warm = t.elapsed().as_secs_f64();
     assert_eq!(d, d2);
     let mb = bytes as f64 / 1e6;

@@ -4,7 +4,6 @@
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +11,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
-    path: PathBuf,
 }
 
 impl Lock {
@@ -29,39 +27,16 @@ impl Lock {
             .with_context(|| format!("opening lock file {}", path.display()))?;
         file.lock()
             .with_context(|| format!("locking {}", path.display()))?;
-        Ok(Lock {
-            _file: file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Lock { _file: file })
     }
 }
 
 /// Atomically exchanges two paths (both must exist), with `renameat2(RENAME_EXCHANGE)`.
 pub fn exchange(a: &Path, b: &Path) -> Result<()> {
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // The raw system call: older C libraries (musl before 1.2.5, for a static pik) lack the
-    // wrapper. SAFETY: both strings are valid NUL-terminated paths; the call only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("exchanging {} and {}", a.display(), b.display()));
-    }
-    Ok(())
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("exchanging {} and {}", a.display(), b.display()))
 }
 
 /// Puts the finished directory `new` at `dest` in one step: a rename when `dest` is absent, an

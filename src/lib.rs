@@ -18,12 +18,17 @@ macro_rules! outln {
     }};
 }
 
-pub mod build;
+mod build;
 pub mod cmd;
 mod fsutil;
-pub mod input;
+mod input;
 mod interrupt;
-pub mod nix;
-pub mod output;
+mod nix;
+mod output;
 mod paths;
 pub mod wrapper;
+
+/// Kernel sources and their content digest (for `benches/source_digest`).
+pub mod source {
+    pub use crate::input::source::{digest, Source};
+}

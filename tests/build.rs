@@ -44,7 +44,7 @@ fn modinfo(ko: &Path, key: &str) -> String {
 fn check_build(target: &str, firmware: &str, page_symbol: &str) {
     let b = mini_build(target);
     let m = &b.manifest;
-    assert_eq!(m["schema"], "pik.manifest/1");
+    assert_eq!(m["schema"], "pik.manifest/2");
     assert_eq!(m["target"], target);
     assert_eq!(m["profile"], "mini");
     let release = m["kernelrelease"].as_str().unwrap().to_string();

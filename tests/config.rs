@@ -213,3 +213,117 @@ fn failing_patch_names_patch_file_and_hunk() {
         &["escape.patch", "outside the kernel tree"],
     );
 }
+
+#[test]
+fn the_users_fragment_wins_over_built_in_values_but_not_over_the_target() {
+    let t = scratch("user-wins");
+    // A distro-style fragment: MMC as a module. pik's own fragments ask for the Pi 5's SD
+    // controller and the MMC block driver built in, which MMC=m makes impossible.
+    let distro = t.join("distro.config");
+    std::fs::write(&distro, "CONFIG_MMC=m\n").unwrap();
+    let o = run_ok(
+        pik()
+            .args([
+                "build",
+                "--target",
+                "bcm2712",
+                "--profile",
+                "mini",
+                "--config-only",
+                "--no-nixos",
+                "--fragment",
+            ])
+            .arg(&distro)
+            .arg("--build-dir")
+            .arg(t.join("build")),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let warning = err
+        .lines()
+        .find(|l| l.contains("warning: CONFIG_MMC_BLOCK"))
+        .unwrap_or_else(|| panic!("no warning about CONFIG_MMC_BLOCK: {err}"));
+    assert!(
+        warning.contains("mini.config")
+            && warning.contains("final config has m")
+            && warning.contains("CONFIG_MMC=m from")
+            && warning.contains("distro.config"),
+        "{warning}"
+    );
+    let cfg = config_values(&t.join("build/.config"));
+    assert_eq!(cfg["MMC"], "m");
+    // A setting that defines the target stays an error, even the user's own: 4K pages would
+    // not be a Pi 5 kernel.
+    let pages = t.join("pages.config");
+    std::fs::write(&pages, "CONFIG_ARM64_4K_PAGES=y\n").unwrap();
+    let o = run(pik()
+        .args([
+            "build",
+            "--target",
+            "bcm2712",
+            "--profile",
+            "mini",
+            "--config-only",
+            "--no-nixos",
+            "--fragment",
+        ])
+        .arg(&pages)
+        .arg("--build-dir")
+        .arg(t.join("build-pages")));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CONFIG_ARM64_16K_PAGES: requested y"), "{err}");
+}
+
+#[test]
+fn a_pi_4_kernel_configures_from_an_lts_tree_without_the_pi_5_device_tree() {
+    let lts = PathBuf::from("/usr/src/linux-source-6.1.tar.xz");
+    assert!(
+        lts.is_file(),
+        "this test needs Debian's linux-source-6.1 (apt-get install linux-source-6.1)"
+    );
+    let t = scratch("lts");
+    let o = run_ok(
+        pik()
+            .args([
+                "build",
+                "--target",
+                "rpi4",
+                "--profile",
+                "mini",
+                "--config-only",
+                "--source",
+            ])
+            .arg(&lts)
+            .arg("--build-dir")
+            .arg(t.join("build")),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bcm2712-rpi-5-b.dts") && err.contains("will not boot a Raspberry Pi 5"),
+        "{err}"
+    );
+    let cfg = config_values(&t.join("build/.config"));
+    assert_eq!(cfg["LOCALVERSION"], "\"-v8\"");
+    assert_eq!(cfg["ARM64_4K_PAGES"], "y");
+    assert!(
+        std::fs::read_to_string(t.join("build/include/config/kernel.release"))
+            .map(|r| r.starts_with("6.1."))
+            .unwrap_or(true)
+    );
+    // The Pi 5 target needs its device tree: refused, naming it.
+    let o = run(pik()
+        .args([
+            "build",
+            "--target",
+            "bcm2712",
+            "--profile",
+            "mini",
+            "--config-only",
+            "--source",
+        ])
+        .arg(&lts)
+        .arg("--build-dir")
+        .arg(t.join("build-pi5")));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bcm2712-rpi-5-b.dts"));
+}

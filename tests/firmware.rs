@@ -33,8 +33,22 @@ fn firmware_view_has_what_the_pi_firmware_reads() {
         assert!(config.lines().any(|l| l == "arm_64bit=1"));
         // Mainline has no vc4-kms-v3d-pi5 overlay, so the snippet does not name it.
         assert!(!config.contains("dtoverlay=vc4-kms-v3d-pi5"));
-        let cmdline = std::fs::read_to_string(dir.join("cmdline.txt")).unwrap();
-        assert_eq!(cmdline.lines().count(), 1, "cmdline.txt is one line");
+        // The console is a board fact: the Pi 5's debug UART is ttyAMA10, the Pi 3/4 mini-UART
+        // ttyS1; an image that boots both names the Pi 5's line in a [pi5] section.
+        let pi5_cmdline = if target == "bcm2712" {
+            "cmdline.txt"
+        } else {
+            assert!(
+                config.contains("[pi5]\ncmdline=cmdline-pi5.txt\n"),
+                "{config}"
+            );
+            let cmdline = std::fs::read_to_string(dir.join("cmdline.txt")).unwrap();
+            assert!(cmdline.contains("console=ttyS1,115200"), "{cmdline}");
+            assert!(!cmdline.contains("ttyAMA10"), "{cmdline}");
+            "cmdline-pi5.txt"
+        };
+        let cmdline = std::fs::read_to_string(dir.join(pi5_cmdline)).unwrap();
+        assert_eq!(cmdline.lines().count(), 1, "{pi5_cmdline} is one line");
         assert!(
             cmdline.contains("console=ttyAMA10,115200") && cmdline.contains("8250.nr_uarts=11")
         );

@@ -6,7 +6,7 @@
 use crate::input::toolchain::Toolchain;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +86,46 @@ pub struct Kbuild {
 }
 
 impl Kbuild {
+    /// kbuild for `plan` on the workspace's tree into `build_dir`. With `cache`, pik's
+    /// masquerade links come first on make's PATH and the wrapper is told about this build: its
+    /// session log, the workspace it may trust by id, where the store is.
+    pub fn new(
+        plan: &super::plan::Plan,
+        ws: &crate::input::workspace::Workspace,
+        build_dir: PathBuf,
+        jobs: usize,
+        cache: bool,
+    ) -> Result<Kbuild> {
+        let log = build_dir.join("pik-build.log");
+        let _ = std::fs::remove_file(&log);
+        let (masquerade, cache_log, cache_tree) = if cache {
+            let cache_log = build_dir.join("pik-cache.log");
+            let _ = std::fs::remove_file(&cache_log);
+            // The workspace is pik's own and keyed by its content, so the cache may trust it.
+            let root = std::fs::canonicalize(&ws.tree)
+                .with_context(|| format!("resolving {}", ws.tree.display()))?;
+            (
+                Some(crate::wrapper::masquerade_dir(&[plan.toolchain.cc_name()])?),
+                Some(cache_log),
+                Some(crate::wrapper::source_tree_env(&ws.key, &root)),
+            )
+        } else {
+            (None, None, None)
+        };
+        Ok(Kbuild {
+            tree: ws.tree.clone(),
+            build_dir,
+            arch: plan.target.arch.clone(),
+            toolchain: plan.toolchain.clone(),
+            jobs,
+            epoch: plan.epoch,
+            log,
+            masquerade,
+            cache_log,
+            cache_tree,
+        })
+    }
+
     /// The make command for `targets` plus `extra` variables.
     pub fn command(&self, targets: &[&str], extra: &[String]) -> Command {
         let mut cmd = Command::new("make");
@@ -313,15 +353,6 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// The working directory of a path given on the command line, made absolute.
-pub fn absolute(p: &Path) -> Result<PathBuf> {
-    if p.is_absolute() {
-        Ok(p.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()?.join(p))
-    }
 }
 
 #[cfg(test)]

@@ -54,11 +54,6 @@ impl Reporter {
         }
     }
 
-    /// The mode in use.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     fn emit(&self, v: Value) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{v}");

@@ -44,6 +44,44 @@ const TAR_SUFFIXES: &[&str] = &[
     ".tar",
 ];
 
+/// Where a build's source may come from, in order of preference.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    /// The sources to try (never empty).
+    pub list: Vec<Source>,
+    /// Whether the user named it (`--source`, `$PIK_KERNEL_SRC`): then there is exactly one and
+    /// a problem with it is an error; Debian's tarballs found by pik are tried in turn.
+    pub explicit: bool,
+}
+
+/// The source given with `--source`, else `$PIK_KERNEL_SRC`, else Debian's `linux-source-*`
+/// tarballs under /usr/src, newest first.
+pub fn candidates(given: Option<&Path>) -> Result<Candidates> {
+    if let Some(p) = given {
+        return Ok(Candidates {
+            list: vec![classify(p)?],
+            explicit: true,
+        });
+    }
+    if let Some(p) = std::env::var_os("PIK_KERNEL_SRC").filter(|p| !p.is_empty()) {
+        return Ok(Candidates {
+            list: vec![classify(Path::new(&p)).context("from $PIK_KERNEL_SRC")?],
+            explicit: true,
+        });
+    }
+    let found = debian_tarballs(Path::new("/usr/src"));
+    if found.is_empty() {
+        bail!(
+            "no kernel source given and none found: pass --source (a kernel tree or tarball), set \
+             PIK_KERNEL_SRC, or install Debian's linux-source-6.12 (apt-get install linux-source-6.12)"
+        );
+    }
+    Ok(Candidates {
+        list: found.into_iter().map(Source::Tarball).collect(),
+        explicit: false,
+    })
+}
+
 /// Classifies an explicit source path (from `--source` or `$PIK_KERNEL_SRC`).
 pub fn classify(path: &Path) -> Result<Source> {
     let md = std::fs::metadata(path).with_context(|| {

@@ -3,11 +3,11 @@
 
 use crate::input::data::DataDir;
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One profile of a target: how the base config is made and which fragments follow.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// One line for `pik targets`.
@@ -23,8 +23,59 @@ pub struct Profile {
     pub fragments: Vec<String>,
 }
 
+/// A device tree the target builds: its source in the kernel tree and the DTB it gives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTree {
+    /// The `.dts`, relative to the kernel tree.
+    pub source: String,
+    /// The DTB, relative to `dtbs/` in the output.
+    pub dtb: String,
+    /// Whether the kernel tree must have it (the default). A Pi 4 kernel can do without the
+    /// Pi 5's device tree, which LTS trees before 6.12 lack.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// What it means when the kernel tree lacks it: part of the error for a required one, the
+    /// warning for an optional one.
+    pub missing: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A board section of the firmware's `config.txt` (`[pi4]`, `[pi5]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// This board's own kernel command line (written as `cmdline-<board>.txt` and named with
+    /// `cmdline=` in its section), when it differs from the common one.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Lines for its section.
+    #[serde(default)]
+    pub config: Vec<String>,
+    /// Overlays (`dtoverlay=` lines) for its section, written only when the build has them.
+    #[serde(default)]
+    pub overlays: Vec<String>,
+}
+
+/// What the firmware view writes for the boards a target's image boots.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    /// The kernel command line (`cmdline.txt`), for every board without its own.
+    pub cmdline: String,
+    /// `config.txt` lines for every board (`kernel=<image>` and `arm_64bit=1` are added).
+    #[serde(default)]
+    pub config: Vec<String>,
+    /// Per-board sections, by the firmware's filter name (`pi4`, `pi5`).
+    #[serde(default)]
+    pub boards: BTreeMap<String, Board>,
+}
+
 /// A build target, as read from `kconfigs/<name>.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Canonical name (`bcm2712`).
@@ -38,6 +89,8 @@ pub struct Target {
     pub arch: String,
     /// The target triple used to find the cross compiler.
     pub triple: String,
+    /// The Debian package that provides the cross compiler (`pik doctor` names it).
+    pub cross_package: String,
     /// The kbuild image target, also its file name under `arch/<arch>/boot/`.
     pub kernel_image: String,
     /// The name the Raspberry Pi firmware loads (`kernel_2712.img`, `kernel8.img`).
@@ -46,16 +99,19 @@ pub struct Target {
     pub vendor_defconfig: String,
     /// The target's own Kconfig fragment.
     pub fragment: String,
-    /// Device-tree sources the source tree must have (relative to the tree).
-    pub device_trees: Vec<String>,
-    /// DTBs that must come out of the build (relative to `dtbs/`).
-    pub required_dtbs: Vec<String>,
+    /// Symbols that define the target (page size, LOCALVERSION, what the firmware image needs):
+    /// losing one is an error even when the user's own settings caused it.
+    pub defining: Vec<String>,
+    /// Device trees the build must (or may) produce.
+    pub dtbs: Vec<DeviceTree>,
     /// The patch series directory under `patches/`.
     pub patches: String,
     /// A file whose presence marks the vendor tree; without it the user gets `thin_support`.
     pub vendor_marker: String,
     /// The warning printed for trees without the vendor marker.
     pub thin_support: String,
+    /// The firmware view's boot files.
+    pub firmware: Firmware,
     /// Profiles by name.
     pub profiles: BTreeMap<String, Profile>,
     /// The default profile.
@@ -72,6 +128,29 @@ impl Target {
                 self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })
+    }
+
+    /// The device trees `tree` has: an error naming the required ones it lacks, and the
+    /// warnings of the optional ones it lacks.
+    pub fn device_trees_in(&self, tree: &std::path::Path, what: &str) -> Result<Vec<String>> {
+        let missing: Vec<&DeviceTree> = self
+            .dtbs
+            .iter()
+            .filter(|d| !tree.join(&d.source).is_file())
+            .collect();
+        if let Some(d) = missing.iter().find(|d| d.required) {
+            bail!(
+                "{what} lacks the device tree {} that target {} needs: {}. Use --source with a \
+                 tree that has it",
+                d.source,
+                self.name,
+                d.missing
+            );
+        }
+        Ok(missing
+            .iter()
+            .map(|d| format!("{what} lacks {}: {}", d.source, d.missing))
+            .collect())
     }
 
     /// Whether `name` names this target.

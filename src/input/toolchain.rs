@@ -4,7 +4,7 @@
 
 use crate::fsutil;
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -18,7 +18,7 @@ pub struct Request {
 }
 
 /// A found toolchain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Toolchain {
     /// The value for kbuild's `CROSS_COMPILE` (empty when building natively or with LLVM).
     pub cross_compile: String,

@@ -143,22 +143,3 @@ fn populate(src: &Source, tmp: &Path) -> Result<PathBuf> {
         }
     }
 }
-
-/// Checks that the workspace has every device tree the target needs.
-pub fn check_device_trees(tree: &Path, needed: &[String], what: &str) -> Result<()> {
-    let missing: Vec<&String> = needed.iter().filter(|d| !tree.join(d).is_file()).collect();
-    if !missing.is_empty() {
-        bail!(
-            "{what} lacks the device tree{} {}: it has no Raspberry Pi 5 support (mainline gained \
-             bcm2712-rpi-5-b.dts in Linux 6.12; the vendor tree raspberrypi/linux has it too). \
-             Use --source with a newer tree",
-            if missing.len() > 1 { "s" } else { "" },
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(())
-}

@@ -179,6 +179,16 @@ pub fn run() -> Result<()> {
         )?;
     let attrs = Attrs::load(&top, &env)?;
     let outputs = attrs.outputs()?;
+    for (name, dest) in &outputs {
+        // Nix creates no output before the builder runs; anything there is not pik's to replace.
+        if dest.symlink_metadata().is_ok() || !dest.is_absolute() {
+            bail!(
+                "output {name} ({}) is not a fresh absolute path: pik writes a derivation's \
+                 outputs only where nothing exists yet",
+                dest.display()
+            );
+        }
+    }
     // Structured attributes are not exported; the ones that shape the environment are applied here.
     for var in ["PATH", "SOURCE_DATE_EPOCH"] {
         if let (Attrs::Structured(_), Some(v)) = (&attrs, attrs.string(var)) {
@@ -195,35 +205,14 @@ pub fn run() -> Result<()> {
     std::env::set_var("PIK_CACHE_DIR", &cache);
     std::env::remove_var(crate::wrapper::STORE_ENV);
     let staging = top.join("pik-out");
-    let opt = Options {
-        target: attrs
-            .string("target")
-            .context("the derivation has no \"target\" attribute (e.g. target = \"bcm2712\")")?,
-        profile: attrs.string("profile"),
-        source: Some(PathBuf::from(attrs.string("src").context(
-            "the derivation has no \"src\" attribute (a kernel tarball or tree)",
-        )?)),
-        out: Some(staging.join("out")),
-        build_dir: Some(top.join("pik-build")),
-        fragments: attrs
-            .list("fragments")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect(),
-        set: attrs.list("set"),
-        patches: attrs
-            .list("patches")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect(),
-        jobs: Some(jobs(env.get("NIX_BUILD_CORES").map(String::as_str))?),
-        no_nixos: !attrs.flag("nixos", true),
-        no_cache: !cached,
-        no_memo: !cached,
-        dev: Some(staging.join("dev")),
-        no_dev: !outputs.contains_key("dev"),
-        ..Options::default()
-    };
+    let opt = options(
+        &attrs,
+        &env,
+        &top,
+        &staging,
+        cached,
+        outputs.contains_key("dev"),
+    )?;
     eprintln!(
         "pik: nix-builder: target {} profile {}, -j{}, {}",
         opt.target,
@@ -236,39 +225,76 @@ pub fn run() -> Result<()> {
         }
     );
     let mut rep = Reporter::with_mode(crate::build::progress::Mode::Plain);
-    build::build(&opt, &mut rep).inspect_err(|e| rep.fail(e))?;
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(crate::output::manifest_path(&staging.join("out")))
-            .context("reading the build's manifest")?,
-    )?;
+    let m = build::build(&opt, &mut rep)
+        .inspect_err(|e| rep.fail(e))?
+        .context("the build made no output")?;
     for (name, dest) in &outputs {
         let (src, want) = match name.as_str() {
-            "out" => (staging.join("out"), &manifest["nar"]["hex"]),
-            _ => (staging.join("dev"), &manifest["dev"]["nar"]["hex"]),
+            "out" => (staging.join("out"), Some(&m.nar.hex)),
+            _ => (staging.join("dev"), m.dev.as_ref().map(|d| &d.nar.hex)),
         };
-        crate::fsutil::copy_tree(&src, dest)
-            .with_context(|| format!("writing output {name} to {}", dest.display()))?;
-        let store_dir = dest.parent().unwrap_or(Path::new("/nix/store"));
-        let nar = crate::nix::nar::info(
-            dest,
-            &crate::nix::nar::default_name(dest)?,
-            &store_dir.display().to_string(),
-        )?;
-        if Some(nar.hex.as_str()) != want.as_str() {
-            bail!(
-                "output {name} at {} does not hash to what pik built (narHash {}): the copy \
-                 into the store went wrong",
-                dest.display(),
-                nar.nar_hash
-            );
-        }
-        eprintln!(
-            "pik: output {name} = {} narHash {} ({})",
+        copy_output(name, &src, dest, want.map(String::as_str))?;
+    }
+    Ok(())
+}
+
+/// The build the derivation's attributes describe, staged under `staging`.
+fn options(
+    attrs: &Attrs,
+    env: &BTreeMap<String, String>,
+    top: &Path,
+    staging: &Path,
+    cached: bool,
+    dev: bool,
+) -> Result<Options> {
+    let paths = |name: &str| attrs.list(name).into_iter().map(PathBuf::from).collect();
+    Ok(Options {
+        target: attrs
+            .string("target")
+            .context("the derivation has no \"target\" attribute (e.g. target = \"bcm2712\")")?,
+        profile: attrs.string("profile"),
+        source: Some(PathBuf::from(attrs.string("src").context(
+            "the derivation has no \"src\" attribute (a kernel tarball or tree)",
+        )?)),
+        out: Some(staging.join("out")),
+        build_dir: Some(top.join("pik-build")),
+        fragments: paths("fragments"),
+        set: attrs.list("set"),
+        patches: paths("patches"),
+        jobs: Some(jobs(env.get("NIX_BUILD_CORES").map(String::as_str))?),
+        no_nixos: !attrs.flag("nixos", true),
+        no_cache: !cached,
+        no_memo: !cached,
+        dev: Some(staging.join("dev")),
+        no_dev: !dev,
+        ..Options::default()
+    })
+}
+
+/// Copies a built tree to the output path Nix gave and checks it hashes to what pik built.
+fn copy_output(name: &str, src: &Path, dest: &Path, want: Option<&str>) -> Result<()> {
+    crate::fsutil::copy_tree(src, dest)
+        .with_context(|| format!("writing output {name} to {}", dest.display()))?;
+    let store_dir = dest.parent().unwrap_or(Path::new("/nix/store"));
+    let nar = crate::nix::nar::info(
+        dest,
+        &crate::nix::nar::default_name(dest)?,
+        &store_dir.display().to_string(),
+    )?;
+    if Some(nar.hex.as_str()) != want {
+        bail!(
+            "output {name} at {} does not hash to what pik built (narHash {}): the copy \
+             into the store went wrong",
             dest.display(),
-            nar.nar_hash,
-            nar.sri
+            nar.nar_hash
         );
     }
+    eprintln!(
+        "pik: output {name} = {} narHash {} ({})",
+        dest.display(),
+        nar.nar_hash,
+        nar.sri
+    );
     Ok(())
 }
 

@@ -23,42 +23,47 @@ pub struct Kernel<'a> {
     pub nar_hash_sri: &'a str,
     /// Target name, for the package name.
     pub target: &'a str,
+    /// The kernel image target (`Image`), nixpkgs' `target`.
+    pub image: &'a str,
+    /// The kernel's `ARCH`.
+    pub arch: &'a str,
     /// `.config` contents.
     pub config: &'a str,
     /// The dev output: a Nix path expression for it, its name and its narHash (SRI).
     pub dev: Option<(String, String, &'a str)>,
 }
 
-/// Renders the expression for the output tree `out` and writes it to `<out>.nix`.
+/// Renders the expression for the published output `out` that `m` describes and writes it to
+/// `<out>.nix`.
 pub fn write_beside(
     out: &std::path::Path,
-    version: &str,
-    mod_dir_version: &str,
-    nar_hash_sri: &str,
-    target: &str,
+    m: &crate::output::manifest::Manifest,
+    target: &crate::input::target::Target,
     config: &str,
-    dev: Option<(&std::path::Path, &str)>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let dev = match dev {
-        Some((path, sri)) => {
+    let dev = match &m.dev {
+        Some(d) => {
+            let path = std::path::Path::new(&d.path);
             let name = crate::nix::nar::default_name(path)?;
             // Beside the output (the default) it is relative, so the pair can be moved together.
             let expr = if path.parent() == out.parent() {
                 format!("./{name}")
             } else {
-                format!("(/. + {})", lit(&path.display().to_string()))
+                format!("(/. + {})", lit(&d.path))
             };
-            Some((expr, name, sri))
+            Some((expr, name, d.nar.sri.as_str()))
         }
         None => None,
     };
     let expr = render(&Kernel {
         out_name: &crate::nix::nar::default_name(out)?,
-        version,
-        mod_dir_version,
-        nar_hash_sri,
-        target,
+        version: &m.inputs.kernel_version,
+        mod_dir_version: &m.kernelrelease,
+        nar_hash_sri: &m.nar.sri,
+        target: &target.name,
+        image: &target.kernel_image,
+        arch: &target.arch,
         config,
         dev,
     });
@@ -86,18 +91,13 @@ fn lit(s: &str) -> String {
 }
 
 /// `CONFIG_FOO=value` lines of a `.config`, values unquoted as nixpkgs' readConfig reads them.
+/// Only symbol names a Kconfig can have are kept: the names become attribute names in the
+/// expression, and a config file is untrusted input.
 pub fn config_values(config: &str) -> BTreeMap<String, String> {
-    config
-        .lines()
-        .filter(|l| l.starts_with("CONFIG_"))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-                Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
-                None => v.to_string(),
-            };
-            (k.to_string(), v)
-        })
+    crate::input::kconfig::values(config)
+        .into_iter()
+        .filter(|(k, _)| k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+        .map(|(k, v)| (format!("CONFIG_{k}"), crate::input::kconfig::unquote(&v)))
         .collect()
 }
 
@@ -159,7 +159,7 @@ pub fn render(k: &Kernel) -> String {
     }
     let _ = writeln!(s, "  pname = {};", lit(&format!("linux-pik-{}", k.target)));
     s.push_str(
-        r#"in
+        &r#"in
 lib.makeOverridable (
   { features ? { efiBootStub = false; netfilterRPFilter = true; ia32Emulation = false; }
   , kernelPatches ? [ ]
@@ -171,7 +171,7 @@ lib.makeOverridable (
     passthru = {
       inherit version modDirVersion config features kernelPatches narHash;
       baseVersion = version;
-      target = "Image";
+      target = @IMAGE@;
       configfile = "${tree}/config";
       kernelOlder = lib.versionOlder version;
       kernelAtLeast = lib.versionAtLeast version;
@@ -182,7 +182,7 @@ lib.makeOverridable (
       withRust = false;
       moduleBuildDependencies = [ ];
       inherit stdenv;
-      commonMakeFlags = [ "ARCH=arm64" ];
+      commonMakeFlags = [ @ARCH@ ];
     };
   in
   if stdenvNoCC == null then
@@ -201,7 +201,9 @@ lib.makeOverridable (
         + (if devTree != null then " && cp -a ${devTree} $dev && chmod -R u+w $dev" else "");
     }
 ) { }
-"#,
+"#
+        .replace("@IMAGE@", &lit(k.image))
+        .replace("@ARCH@", &lit(&format!("ARCH={}", k.arch))),
     );
     s
 }

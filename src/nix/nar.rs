@@ -19,7 +19,7 @@ use std::path::Path;
 pub const DEFAULT_STORE_DIR: &str = "/nix/store";
 
 /// What Nix records about a tree.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NarInfo {
     /// `sha256:<nix32>`, as `nix-store -q --hash` prints it.
     pub nar_hash: String,

@@ -14,14 +14,21 @@ use std::path::Path;
 /// The kernel script that lays out an external-module build tree (Linux 6.8 and later).
 const SCRIPT: &str = "scripts/package/install-extmod-build";
 
+/// Why a tree gets no dev output.
+pub const UNSUPPORTED: &str = "this kernel tree has no scripts/package/install-extmod-build (it \
+    came with Linux 6.8), which pik drives to lay out the dev output for out-of-tree modules; \
+    pass --no-dev, or build a newer tree";
+
+/// Whether pik can make the dev output for the kernel tree `tree`.
+pub fn supported(tree: &Path) -> bool {
+    tree.join(SCRIPT).is_file()
+}
+
 /// Stages the dev output of the finished build `kb` in a temp dir beside `dev`.
 pub fn stage(kb: &Kbuild, release: &str, dev: &Path) -> Result<tempfile::TempDir> {
     let script = kb.tree.join(SCRIPT);
-    if !script.is_file() {
-        bail!(
-            "this kernel tree has no {SCRIPT} (it came with Linux 6.8), so pik cannot lay out the \
-             dev output for out-of-tree modules: pass --no-dev, or build a newer tree"
-        );
+    if !supported(&kb.tree) {
+        bail!("{UNSUPPORTED}");
     }
     let dir = crate::output::temp_beside(dev)?;
     let build = dir.path().join("lib/modules").join(release).join("build");

@@ -1,22 +1,22 @@
 //! The firmware view of a build: the files the Raspberry Pi firmware reads from the FAT boot
 //! partition — the firmware-named image, the Broadcom DTBs at the top level, `overlays/` (with
 //! `overlay_map.dtb` and `README` when the tree has them) — plus `config.txt` and `cmdline.txt`
-//! snippets with the settings known for the Pi 5. Written from an output tree into a temp dir
-//! and swapped into place, like the output itself.
+//! with the target's board facts (its data: console per board, overlays, `[pi4]`/`[pi5]`
+//! sections). Written from an output tree into a temp dir and swapped into place, like the
+//! output itself.
 
+use crate::input::target::Target;
 use crate::output;
 use crate::output::claim::{Claim, FIRMWARE_MARKER};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// What the firmware view is made from: the output tree and what its manifest says.
+/// What the firmware view is made from: the output tree, the target's data and the release.
 pub struct Source<'a> {
     /// The output tree (`--out`).
     pub out: &'a Path,
-    /// Target name (`bcm2712`, `bcm2711`).
-    pub target: &'a str,
-    /// The firmware's name for the image (`kernel_2712.img`, `kernel8.img`).
-    pub firmware_image: &'a str,
+    /// The target (its firmware image name and board facts).
+    pub target: &'a Target,
     /// The kernel release.
     pub release: &'a str,
 }
@@ -34,7 +34,8 @@ pub fn write(src: &Source, dir: &Claim) -> Result<Vec<String>> {
             .with_context(|| format!("reading {}", from.display()))?;
         if !md.is_file() {
             bail!(
-                "{} is not a regular file (a symlink or special file in a pik output?);                  refusing to copy it",
+                "{} is not a regular file (a symlink or special file in a pik output?); \
+                 refusing to copy it",
                 from.display()
             );
         }
@@ -47,32 +48,33 @@ pub fn write(src: &Source, dir: &Claim) -> Result<Vec<String>> {
         files.push(rel.to_string());
         Ok(())
     };
-    let image = src.out.join(src.firmware_image);
+    let image_name = src.target.firmware_image.as_str();
+    let image = src.out.join(image_name);
     if !image.is_file() {
         bail!(
-            "{} has no {}: is it a pik output tree?",
+            "{} has no {image_name}: is it a pik output tree?",
             src.out.display(),
-            src.firmware_image
         );
     }
-    copy(&image, src.firmware_image)?;
+    copy(&image, image_name)?;
     let dtbs = src.out.join("dtbs/broadcom");
     for n in names_in(&dtbs)?.iter().filter(|n| n.ends_with(".dtb")) {
         copy(&dtbs.join(n), n)?;
     }
     let overlays = src.out.join("dtbs/overlays");
-    let mut has_kms_pi5 = false;
+    let mut present = Vec::new();
     if overlays.is_dir() {
         for n in &names_in(&overlays)? {
-            has_kms_pi5 |= n == "vc4-kms-v3d-pi5.dtbo";
+            if let Some(stem) = n.strip_suffix(".dtbo") {
+                present.push(stem.to_string());
+            }
             copy(&overlays.join(n), &format!("overlays/{n}"))?;
         }
     }
-    let config = config_txt(src, has_kms_pi5);
-    std::fs::write(root.join("config.txt"), config)?;
-    files.push("config.txt".into());
-    std::fs::write(root.join("cmdline.txt"), cmdline_txt())?;
-    files.push("cmdline.txt".into());
+    for (name, text) in boot_text(src, &present) {
+        std::fs::write(root.join(&name), text)?;
+        files.push(name);
+    }
     // What pik wrote, so a later run recognizes the view as its own to replace.
     let marker = serde_json::json!({
         "schema": "pik.firmware/1",
@@ -98,31 +100,36 @@ fn names_in(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// `config.txt` for the target.
-fn config_txt(src: &Source, has_kms_pi5: bool) -> String {
-    let mut s = format!(
+/// `config.txt`, `cmdline.txt` and the boards' own command lines (`cmdline-pi5.txt`), from the
+/// target's firmware data; overlays are named only when the build has them.
+fn boot_text(src: &Source, overlays: &[String]) -> Vec<(String, String)> {
+    let fw = &src.target.firmware;
+    let mut config = format!(
         "# config.txt written by pik for {} ({}); merge it into the boot partition's config.txt.\n\
-         arm_64bit=1\n",
-        src.target, src.release
+         [all]\narm_64bit=1\nkernel={}\n",
+        src.target.name, src.release, src.target.firmware_image
     );
-    if src.firmware_image == "kernel8.img" {
-        s.push_str(
-            "# A Pi 5 loads kernel_2712.img by default; this forces the generic 4K-page kernel.\n",
-        );
-    } else {
-        s.push_str(
-            "# The Pi 5 firmware's default name for the 16K-page kernel, stated explicitly.\n",
-        );
+    for l in &fw.config {
+        config.push_str(&format!("{l}\n"));
     }
-    s.push_str(&format!("kernel={}\n", src.firmware_image));
-    s.push_str("# The PL011 debug UART on the Pi 5's 3-pin header is ttyAMA10.\nenable_uart=1\n");
-    if has_kms_pi5 {
-        s.push_str("[pi5]\ndtoverlay=vc4-kms-v3d-pi5\n[all]\n");
+    let mut files = vec![("cmdline.txt".to_string(), format!("{}\n", fw.cmdline))];
+    for (board, b) in &fw.boards {
+        let mut lines: Vec<String> = b.config.clone();
+        if let Some(cmdline) = &b.cmdline {
+            let name = format!("cmdline-{board}.txt");
+            lines.push(format!("cmdline={name}"));
+            files.push((name, format!("{cmdline}\n")));
+        }
+        lines.extend(
+            b.overlays
+                .iter()
+                .filter(|o| overlays.contains(o))
+                .map(|o| format!("dtoverlay={o}")),
+        );
+        if !lines.is_empty() {
+            config.push_str(&format!("[{board}]\n{}\n[all]\n", lines.join("\n")));
+        }
     }
-    s
-}
-
-/// `cmdline.txt`: one line, as the firmware wants it.
-fn cmdline_txt() -> &'static str {
-    "console=ttyAMA10,115200 console=tty1 8250.nr_uarts=11 root=LABEL=NIXOS_SD rootfstype=ext4 rootwait\n"
+    files.insert(0, ("config.txt".to_string(), config));
+    files
 }

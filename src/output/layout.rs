@@ -12,13 +12,18 @@ use std::path::{Path, PathBuf};
 
 /// A staged, verified output tree waiting to be published.
 pub struct Staged {
-    pub(super) dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Staged {
     /// Where the staged tree is.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The temp dir holding it, to be swapped into place.
+    pub fn into_dir(self) -> tempfile::TempDir {
+        self.dir
     }
 }
 
@@ -75,19 +80,32 @@ pub fn stage(
         std::fs::copy(&src, root.join(dst))
             .with_context(|| format!("copying {} into the output", src.display()))?;
     }
-    check_layout(root, target, release, modules)?;
+    // The optional device trees are expected only where the kernel tree has their source.
+    let dtbs: Vec<&str> = target
+        .dtbs
+        .iter()
+        .filter(|d| d.required || kb.tree.join(&d.source).is_file())
+        .map(|d| d.dtb.as_str())
+        .collect();
+    check_layout(root, target, &dtbs, release, modules)?;
     Ok(Staged { dir })
 }
 
 /// Checks the staged tree has everything NixOS and the firmware read.
-pub fn check_layout(root: &Path, target: &Target, release: &str, modules: bool) -> Result<()> {
+pub fn check_layout(
+    root: &Path,
+    target: &Target,
+    dtbs: &[&str],
+    release: &str,
+    modules: bool,
+) -> Result<()> {
     let mut need: Vec<String> = vec![
         target.kernel_image.clone(),
         target.firmware_image.clone(),
         "System.map".into(),
         "config".into(),
     ];
-    need.extend(target.required_dtbs.iter().map(|d| format!("dtbs/{d}")));
+    need.extend(dtbs.iter().map(|d| format!("dtbs/{d}")));
     if modules {
         for f in [
             "modules.order",

@@ -1,18 +1,20 @@
 //! The build manifest, `<out>.json` beside the output tree (never inside, so the tree stays
-//! bit-identical between identical builds and its NAR hash is true). Schema `pik.manifest/1`.
+//! bit-identical between identical builds and its NAR hash is true): one typed record, written
+//! and read back as the same struct. Schema `pik.manifest/2`.
 
 use crate::input::toolchain::Toolchain;
-use anyhow::{Context, Result};
-use serde::Serialize;
+use crate::nix::nar::NarInfo;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// The schema name and version of the manifest.
-pub const SCHEMA: &str = "pik.manifest/1";
+pub const SCHEMA: &str = "pik.manifest/2";
 
 /// An input file and its digest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputFile {
     /// Where it came from.
     pub name: String,
@@ -21,7 +23,7 @@ pub struct InputFile {
 }
 
 /// What went into the build.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inputs {
     /// `tree` or `tarball`.
     pub source_kind: String,
@@ -33,6 +35,8 @@ pub struct Inputs {
     pub kernel_version: String,
     /// Patches in the order applied.
     pub patches: Vec<InputFile>,
+    /// GNU patch's fuzz factor the patches were applied with (0 = exactly).
+    pub patch_fuzz: u32,
     /// The config base target (`tinyconfig`, `defconfig`, `bcm2712_defconfig`).
     pub config_base: String,
     /// Fragments in merge order (`--set` values appear as one fragment).
@@ -41,17 +45,15 @@ pub struct Inputs {
     pub set: Vec<String>,
     /// `SOURCE_DATE_EPOCH` used.
     pub source_date_epoch: i64,
-    /// GNU patch's fuzz factor the patches were applied with (0 = exactly).
-    pub patch_fuzz: u32,
     /// The make targets built.
     pub make_targets: Vec<String>,
 }
 
 /// One output file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// `file`, `executable` or `symlink`.
-    pub kind: &'static str,
+    pub kind: String,
     /// Size in bytes (files) or 0.
     pub size: u64,
     /// BLAKE3 of the bytes, or of the link target for symlinks.
@@ -59,17 +61,17 @@ pub struct OutputFile {
 }
 
 /// The dev output beside the main one: where it is, its digest and what Nix records for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DevOutput {
     /// Absolute path of the dev tree.
     pub path: String,
     /// Digest of the whole dev tree, as [`describe_tree`] computes it.
     pub tree_blake3: String,
-    /// Digest of the dev tree's listing ([`crate::output::claim::listing`]): how pik recognizes the
-    /// tree as its own before replacing it.
+    /// Digest of the dev tree's listing ([`crate::output::claim::listing`]): how pik recognizes
+    /// the tree as its own before replacing it.
     pub listing_blake3: String,
     /// narHash, narSize and store path of the dev tree.
-    pub nar: crate::nix::nar::NarInfo,
+    pub nar: NarInfo,
 }
 
 impl DevOutput {
@@ -91,13 +93,41 @@ impl DevOutput {
     }
 }
 
+/// The object cache's outcome for the build's compiles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// Compiles served from the cache.
+    pub hits: u64,
+    /// Compiles that ran and were stored.
+    pub misses: u64,
+    /// Calls that could not be cached, by reason.
+    pub uncacheable: BTreeMap<String, u64>,
+    /// Cache failures (the compiler ran anyway).
+    pub errors: u64,
+    /// Compiler probes answered from the cache.
+    pub probe_hits: u64,
+    /// Compiler probes that ran.
+    pub probe_misses: u64,
+    /// hits / (hits + misses).
+    pub hit_rate: f64,
+}
+
+/// The whole-build memo's part in this output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoRecord {
+    /// The memo key of the build's inputs.
+    pub key: String,
+    /// Whether the output came from the memo (nothing configured or compiled).
+    pub hit: bool,
+}
+
 /// The manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// [`SCHEMA`].
-    pub schema: &'static str,
+    pub schema: String,
     /// pik's version.
-    pub pik_version: &'static str,
+    pub pik_version: String,
     /// Target name.
     pub target: String,
     /// Profile name.
@@ -118,12 +148,12 @@ pub struct Manifest {
     pub out: String,
     /// Digest of the whole output tree (all entries below, in order).
     pub tree_blake3: String,
-    /// Digest of the output tree's listing ([`crate::output::claim::listing`]): how pik recognizes the
-    /// tree as its own before replacing it.
+    /// Digest of the output tree's listing ([`crate::output::claim::listing`]): how pik
+    /// recognizes the tree as its own before replacing it.
     pub listing_blake3: String,
     /// What Nix records for the output tree: narHash, narSize, and the store path
     /// `nix-store --add <out>` gives it.
-    pub nar: crate::nix::nar::NarInfo,
+    pub nar: NarInfo,
     /// Every entry of the output tree by relative path.
     pub files: BTreeMap<String, OutputFile>,
     /// The dev output (`vmlinux`, `lib/modules/<v>/build`), when built.
@@ -131,15 +161,47 @@ pub struct Manifest {
     /// Objects compiled by this run.
     pub objects_compiled: u64,
     /// Object cache hits and misses of this build (absent with `--no-cache`).
-    pub cache: Option<crate::wrapper::Summary>,
+    pub cache: Option<CacheRecord>,
     /// The whole-build memo: its key, and whether this output came from it.
-    pub memo: Option<serde_json::Value>,
+    pub memo: Option<MemoRecord>,
     /// The build dir used.
     pub build_dir: String,
     /// The full log.
     pub log: String,
     /// Wall time per phase, seconds.
     pub timings_s: BTreeMap<String, f64>,
+}
+
+impl Manifest {
+    /// Reads a manifest pik wrote (a regular file, not through a symlink), checking its schema.
+    /// The fields are still untrusted input: paths and names in it are checked where used.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let bytes = crate::fsutil::read_regular(path, crate::fsutil::TEXT_LIMIT, true)
+            .with_context(|| format!("reading the manifest {}", path.display()))?;
+        let m: Manifest = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a pik manifest of schema {SCHEMA} (written by another pik version?)",
+                path.display()
+            )
+        })?;
+        if m.schema != SCHEMA {
+            bail!(
+                "{} has schema {:?}, this pik reads {SCHEMA}",
+                path.display(),
+                m.schema
+            );
+        }
+        Ok(m)
+    }
+
+    /// Writes the manifest beside its output tree (`<out>.json`), atomically.
+    pub fn write_beside(&self, out: &Path) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec_pretty(self)?;
+        let path = crate::output::manifest_path(out);
+        pik_cache::atomic_write(&path, &json)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(json)
+    }
 }
 
 /// Describes every file and symlink under `root`, and the digest of the whole listing.
@@ -158,7 +220,7 @@ pub fn describe_tree(root: &Path) -> Result<(BTreeMap<String, OutputFile>, Strin
         let entry = if e.file_type().is_symlink() {
             let t = std::fs::read_link(e.path())?;
             OutputFile {
-                kind: "symlink",
+                kind: "symlink".into(),
                 size: 0,
                 blake3: blake3::hash(t.as_os_str().as_bytes()).to_hex().to_string(),
             }
@@ -169,7 +231,8 @@ pub fn describe_tree(root: &Path) -> Result<(BTreeMap<String, OutputFile>, Strin
                     "executable"
                 } else {
                     "file"
-                },
+                }
+                .into(),
                 size: md.len(),
                 blake3: crate::fsutil::hash_file(e.path())?,
             }

@@ -11,9 +11,8 @@
 //! the build runs normally.
 
 use crate::output;
-use crate::output::claim::Claim;
-use crate::output::manifest;
-use anyhow::{Context, Result};
+use crate::output::manifest::{describe_tree, Manifest};
+use anyhow::{bail, Context, Result};
 use pik_cache::filehash::FileHashCache;
 use std::path::{Path, PathBuf};
 
@@ -29,28 +28,9 @@ pub fn dir() -> Result<PathBuf> {
     Ok(crate::paths::cache_dir()?.join("memo"))
 }
 
-/// Everything the key covers, gathered by the pipeline before any work is done.
-pub struct Inputs<'a> {
-    /// Target data as loaded (its Debug form: every field of the TOML).
-    pub target: String,
-    /// Profile name.
-    pub profile: &'a str,
-    /// The source's content digest.
-    pub source_digest: &'a str,
-    /// Patch bytes, in order.
-    pub patches: Vec<&'a [u8]>,
-    /// The fuzz factor they are applied with.
-    pub patch_fuzz: u32,
-    /// Fragment texts in merge order (target, profile, nixos, --fragment, --set).
-    pub fragments: Vec<&'a str>,
-    /// The cross toolchain's identity (version text and content hash).
-    pub toolchain: String,
-    /// `SOURCE_DATE_EPOCH`.
-    pub epoch: i64,
-}
-
-/// The memo key: BLAKE3 over the inputs, the host tools' content and pik's own binary.
-pub fn key(inp: &Inputs) -> Result<String> {
+/// The memo key: BLAKE3 over the plan's stable serialization (`plan`: every input that
+/// extraction, patching, Kconfig and kbuild read), the host tools' content and pik's own binary.
+pub fn key(plan: &[u8]) -> Result<String> {
     let hashes = FileHashCache::open(&file_hash_path(&dir()?)?, 1 << 12)
         .context("opening the memo's file-hash table")?;
     let mut h = blake3::Hasher::new();
@@ -67,21 +47,8 @@ pub fn key(inp: &Inputs) -> Result<String> {
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     };
-    part("schema", b"pik-memo-1");
-    part("target", inp.target.as_bytes());
-    part("profile", inp.profile.as_bytes());
-    part("source", inp.source_digest.as_bytes());
-    for p in &inp.patches {
-        part("patch", p);
-    }
-    if inp.patch_fuzz != 0 {
-        part("patch-fuzz", &inp.patch_fuzz.to_le_bytes());
-    }
-    for f in &inp.fragments {
-        part("fragment", f.as_bytes());
-    }
-    part("toolchain", inp.toolchain.as_bytes());
-    part("epoch", &inp.epoch.to_le_bytes());
+    part("schema", b"pik-memo-2");
+    part("plan", plan);
     let exe = std::env::current_exe().context("locating the pik binary")?;
     part("pik", &hashes.digest(&exe)?.0);
     for tool in HOST_TOOLS {
@@ -134,128 +101,122 @@ pub fn store(
     Ok(())
 }
 
-/// A verified hit: the stored manifest, and the tree staged beside `out` ready to publish.
+/// A verified hit: the stored manifest, and the trees staged beside their destinations.
 pub struct Hit {
     /// The manifest stored with the entry.
-    pub manifest: serde_json::Value,
-    /// The tree, copied and verified, in a temp dir beside `out`.
+    pub manifest: Manifest,
+    /// The tree, placed and verified, in a temp dir beside `out`.
     pub staged: tempfile::TempDir,
-    /// The dev tree (when asked for), copied and verified, beside its destination.
+    /// The dev tree (when asked for), placed and verified, beside its destination.
     pub dev: Option<tempfile::TempDir>,
 }
 
-/// Looks `key` up; on a hit copies the tree to a temp dir beside `out` (and the dev tree beside
-/// `dev`, when asked for) and verifies every file against the stored manifest. A damaged entry
-/// is removed and reported as a miss; an entry without the dev output asked for is a miss.
-pub fn lookup(root: &Path, key: &str, out: &Path, dev: Option<&Path>) -> Result<Option<Hit>> {
+/// Looks `key` up; on a hit places the tree in a temp dir beside `out` (and the dev tree beside
+/// `dev`, when asked for) and verifies every file against the stored manifest. A damaged entry,
+/// or one whose manifest this pik cannot read, is removed and reported as a miss (`Ok(None)`),
+/// with the reason in `why`; an entry without the dev output asked for is a miss.
+pub fn lookup(
+    root: &Path,
+    key: &str,
+    out: &Path,
+    dev: Option<&Path>,
+    why: &mut Option<String>,
+) -> Result<Option<Hit>> {
     let e = root.join(key);
-    let Ok(raw) =
-        crate::fsutil::read_regular(&e.join("manifest.json"), crate::fsutil::TEXT_LIMIT, true)
-    else {
-        return Ok(None);
-    };
-    if dev.is_some() && !e.join("dev").is_dir() {
+    if !e.join("manifest.json").exists() || (dev.is_some() && !e.join("dev").is_dir()) {
         return Ok(None);
     }
     let staged = output::temp_beside(out)?;
     let dev_staged = dev.map(output::temp_beside).transpose()?;
-    let verified = (|| -> Result<Option<serde_json::Value>> {
-        let m: serde_json::Value = serde_json::from_slice(&raw)?;
-        let dest = staged.path();
-        // The temp dir exists; copy the tree's content into it.
-        std::fs::remove_dir(dest)?;
-        crate::fsutil::link_tree(&e.join("tree"), dest)?;
-        let (files, _) = manifest::describe_tree(dest)?;
-        if serde_json::to_value(&files)? != m["files"] {
-            return Ok(None);
-        }
-        if let Some(d) = &dev_staged {
-            std::fs::remove_dir(d.path())?;
-            crate::fsutil::link_tree(&e.join("dev"), d.path())?;
-            if manifest::describe_tree(d.path())?.1
-                != m["dev"]["tree_blake3"].as_str().unwrap_or("")
-            {
-                return Ok(None);
-            }
-        }
-        Ok(Some(m))
-    })();
-    match verified {
-        Ok(Some(manifest)) => Ok(Some(Hit {
+    match verify(&e, staged.path(), dev_staged.as_ref().map(|d| d.path())) {
+        Ok(manifest) => Ok(Some(Hit {
             manifest,
             staged,
             dev: dev_staged,
         })),
-        _ => {
+        Err(problem) => {
+            *why = Some(format!(
+                "the build memo's entry {} was not used and is removed: {problem:#}",
+                e.display()
+            ));
             let _ = crate::fsutil::remove_tree(&e);
             Ok(None)
         }
     }
 }
 
-/// Publishes a hit at the claimed `out` (and `dev`) with its manifest (updated for this output)
-/// and Nix expression.
-pub fn publish(
-    hit: Hit,
-    key: &str,
-    out: &Claim,
-    dev: Option<&Claim>,
-    seconds: f64,
-) -> Result<serde_json::Value> {
-    let _lock = output::lock(&out.dest)?;
-    let nar = crate::nix::nar::info(
-        hit.staged.path(),
-        &crate::nix::nar::default_name(&out.dest)?,
-        crate::nix::nar::DEFAULT_STORE_DIR,
-    )?;
-    let config = std::fs::read_to_string(hit.staged.path().join("config"))?;
-    let mut m = hit.manifest;
-    m["out"] = serde_json::json!(out.dest.display().to_string());
-    m["listing_blake3"] =
-        serde_json::json!(crate::output::claim::listing(hit.staged.path(), None)?);
-    m["nar"] = serde_json::to_value(&nar)?;
-    m["objects_compiled"] = serde_json::json!(0);
-    m["memo"] = serde_json::json!({"key": key, "hit": true});
-    m["timings_s"] = serde_json::json!({"memo": seconds, "total": seconds});
-    m["dev"] = serde_json::Value::Null;
-    let mut dev_lock = None;
-    if let (Some(staged), Some(claim)) = (hit.dev, dev) {
-        dev_lock = Some(output::lock(&claim.dest)?);
-        let d = manifest::DevOutput::describe(staged.path(), &claim.dest)?;
-        output::swap_in(staged, claim)?;
-        m["dev"] = serde_json::to_value(&d)?;
+/// Places the entry `e`'s trees at `tree` (and `dev`) and checks them against its manifest.
+fn verify(e: &Path, tree: &Path, dev: Option<&Path>) -> Result<Manifest> {
+    let m = Manifest::read(&e.join("manifest.json"))?;
+    // The temp dirs exist; the trees take their place.
+    std::fs::remove_dir(tree)?;
+    crate::fsutil::link_tree(&e.join("tree"), tree)?;
+    if describe_tree(tree)?.0 != m.files {
+        bail!("its tree no longer matches its manifest");
     }
-    output::swap_in(hit.staged, out)?;
-    pik_cache::atomic_write(
-        &output::manifest_path(&out.dest),
-        &serde_json::to_vec_pretty(&m)?,
-    )?;
-    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-    crate::nix::expr::write_beside(
-        &out.dest,
-        m["inputs"]["kernel_version"].as_str().unwrap_or_default(),
-        &s("kernelrelease"),
-        &nar.sri,
-        &s("target"),
-        &config,
-        m["dev"]["nar"]["sri"].as_str().map(|sri| {
-            (
-                Path::new(m["dev"]["path"].as_str().unwrap_or_default()),
-                sri,
-            )
-        }),
-    )?;
-    drop(dev_lock);
+    if let Some(d) = dev {
+        std::fs::remove_dir(d)?;
+        crate::fsutil::link_tree(&e.join("dev"), d)?;
+        let recorded = m.dev.as_ref().map(|d| d.tree_blake3.as_str());
+        if Some(describe_tree(d)?.1.as_str()) != recorded {
+            bail!("its dev tree no longer matches its manifest");
+        }
+    }
     Ok(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::manifest::{Inputs, SCHEMA};
 
     fn manifest_for(tree: &Path) -> Vec<u8> {
-        let (files, _) = manifest::describe_tree(tree).unwrap();
-        serde_json::to_vec(&serde_json::json!({ "files": files })).unwrap()
+        let (files, tree_blake3) = describe_tree(tree).unwrap();
+        let nar = crate::nix::nar::info(tree, "t", "/nix/store").unwrap();
+        let m = Manifest {
+            schema: SCHEMA.into(),
+            pik_version: "0".into(),
+            target: "bcm2712".into(),
+            profile: "mini".into(),
+            kernelrelease: "6.12.0-v8-16k".into(),
+            firmware_image: "kernel_2712.img".into(),
+            config_blake3: String::new(),
+            toolchain: crate::input::toolchain::Toolchain {
+                cross_compile: "aarch64-linux-gnu-".into(),
+                llvm: false,
+                cc: "/usr/bin/aarch64-linux-gnu-gcc".into(),
+                version: String::new(),
+                cc_blake3: String::new(),
+                ld_version: String::new(),
+            },
+            host_cc: String::new(),
+            inputs: Inputs {
+                source_kind: "tarball".into(),
+                source_path: String::new(),
+                source_blake3: String::new(),
+                kernel_version: "6.12.0".into(),
+                patches: vec![],
+                patch_fuzz: 0,
+                config_base: "tinyconfig".into(),
+                fragments: vec![],
+                set: vec![],
+                source_date_epoch: 0,
+                make_targets: vec![],
+            },
+            out: String::new(),
+            tree_blake3,
+            listing_blake3: String::new(),
+            nar,
+            files,
+            dev: None,
+            objects_compiled: 1,
+            cache: None,
+            memo: None,
+            build_dir: String::new(),
+            log: String::new(),
+            timings_s: Default::default(),
+        };
+        serde_json::to_vec(&m).unwrap()
     }
 
     #[test]
@@ -269,20 +230,34 @@ mod tests {
         std::os::unix::fs::symlink("Image", built.join("kernel8.img")).unwrap();
         store(&root, "k1", &built, None, &manifest_for(&built)).unwrap();
         let out = d.path().join("out");
+        let mut why = None;
         // Asked for a dev output the entry does not have: a miss, and the entry stays.
-        assert!(lookup(&root, "k1", &out, Some(&d.path().join("dev")))
+        assert!(
+            lookup(&root, "k1", &out, Some(&d.path().join("dev")), &mut why)
+                .unwrap()
+                .is_none()
+        );
+        let hit = lookup(&root, "k1", &out, None, &mut why)
             .unwrap()
-            .is_none());
-        let hit = lookup(&root, "k1", &out, None).unwrap().expect("a hit");
+            .expect("a hit");
         assert_eq!(
             std::fs::read(hit.staged.path().join("Image")).unwrap(),
             vec![7u8; 5000]
         );
-        assert!(lookup(&root, "other", &out, None).unwrap().is_none());
+        assert_eq!(hit.manifest.objects_compiled, 1);
+        assert!(lookup(&root, "other", &out, None, &mut why)
+            .unwrap()
+            .is_none());
+        assert!(why.is_none());
         // One flipped byte in the stored tree: not served, and the entry is gone.
         let victim = root.join("k1/tree/lib/modules/m.ko");
         std::fs::write(&victim, b"modulf").unwrap();
-        assert!(lookup(&root, "k1", &out, None).unwrap().is_none());
+        assert!(lookup(&root, "k1", &out, None, &mut why).unwrap().is_none());
         assert!(!root.join("k1").exists());
+        assert!(why.take().unwrap().contains("no longer matches"));
+        // A manifest this pik cannot read (another schema, damage): a miss with the reason.
+        store(&root, "k2", &built, None, br#"{"schema":"pik.manifest/1"}"#).unwrap();
+        assert!(lookup(&root, "k2", &out, None, &mut why).unwrap().is_none());
+        assert!(why.unwrap().contains("not a pik manifest"));
     }
 }

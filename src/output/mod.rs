@@ -8,11 +8,11 @@ pub mod firmware;
 pub mod layout;
 pub mod manifest;
 pub mod memo;
+pub mod publish;
 
 use crate::fsutil::{self, Lock};
 use anyhow::{Context, Result};
 use claim::Claim;
-use layout::Staged;
 use std::path::{Path, PathBuf};
 
 /// The lock on an output path; held from staging to publishing.
@@ -44,11 +44,6 @@ pub fn temp_beside(out: &Path) -> Result<tempfile::TempDir> {
         .prefix(&format!(".{name}.pik-tmp-"))
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temp dir in {}", parent.display()))
-}
-
-/// Moves the staged tree to the claimed output, replacing what was there in one step.
-pub fn publish(staged: Staged, out: &Claim) -> Result<()> {
-    swap_in(staged.dir, out)
 }
 
 /// Swaps a tree staged in a temp dir (from [`temp_beside`]) into place at the claimed
