@@ -26,4 +26,6 @@ mod interrupt;
 pub mod nix;
 pub mod output;
 mod paths;
+pub mod settings;
+pub mod store;
 pub mod wrapper;

@@ -38,6 +38,8 @@ pub struct Target {
     pub arch: String,
     /// The target triple used to find the cross compiler.
     pub triple: String,
+    /// The Debian package of the cross compiler (`gcc-aarch64-linux-gnu`), for `pik doctor`.
+    pub cross_package: String,
     /// The kbuild image target, also its file name under `arch/<arch>/boot/`.
     pub kernel_image: String,
     /// The name the Raspberry Pi firmware loads (`kernel_2712.img`, `kernel8.img`).
