@@ -26,6 +26,8 @@ mod interrupt;
 mod nix;
 mod output;
 mod paths;
+pub mod settings;
+pub mod store;
 pub mod wrapper;
 
 /// Kernel sources and their content digest (for `benches/source_digest`).

@@ -10,10 +10,18 @@ fn main() -> ExitCode {
         .unwrap_or_default()
         .to_owned();
     if !is_pik(&name.to_string_lossy()) {
+        pik::settings::environment_only();
         std::process::exit(pik::wrapper::run_masquerade(&name, args.collect()));
     }
     let rest: Vec<_> = args.collect();
-    if rest.first().is_some_and(|a| a == "cc") && rest.len() >= 2 {
+    // `pik cc <compiler> …` skips clap; `pik cc --help`, `pik cc` alone and any other first
+    // argument that is an option (no compiler name starts with `-`) go to clap.
+    if rest.first().is_some_and(|a| a == "cc")
+        && rest
+            .get(1)
+            .is_some_and(|c| !c.as_encoded_bytes().starts_with(b"-"))
+    {
+        pik::settings::environment_only();
         std::process::exit(pik::wrapper::run_cc(&rest[1], rest[2..].to_vec()));
     }
     match pik::cmd::run() {

@@ -55,7 +55,8 @@ fn firmware_view_has_what_the_pi_firmware_reads() {
     }
     // Not a pik output: a clear error, nothing written.
     let bogus = tempfile::tempdir().unwrap();
-    let dest = bogus.path().join("boot");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dest = elsewhere.path().join("boot");
     let o = run(pik()
         .arg("firmware")
         .arg("--from")

@@ -83,6 +83,8 @@ pub struct Kbuild {
     pub cache_log: Option<PathBuf>,
     /// pik vouching for its private source tree to the cache (see `wrapper::TREE_ENV`).
     pub cache_tree: Option<(&'static str, std::ffi::OsString)>,
+    /// Where the wrapper finds the store (it reads no config file), when the cache is on.
+    pub store_env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 impl Kbuild {
@@ -98,6 +100,11 @@ impl Kbuild {
     ) -> Result<Kbuild> {
         let log = build_dir.join("pik-build.log");
         let _ = std::fs::remove_file(&log);
+        let store_env = if cache {
+            crate::store::compile_env()?
+        } else {
+            Vec::new()
+        };
         let (masquerade, cache_log, cache_tree) = if cache {
             let cache_log = build_dir.join("pik-cache.log");
             let _ = std::fs::remove_file(&cache_log);
@@ -123,6 +130,7 @@ impl Kbuild {
             masquerade,
             cache_log,
             cache_tree,
+            store_env,
         })
     }
 
@@ -171,6 +179,9 @@ impl Kbuild {
             Some((k, v)) => cmd.env(k, v),
             None => cmd.env_remove(crate::wrapper::TREE_ENV),
         };
+        for (k, v) in &self.store_env {
+            cmd.env(k, v);
+        }
         cmd.arg("-C")
             .arg(&self.tree)
             .arg(format!("O={}", self.build_dir.display()))

@@ -446,7 +446,7 @@ fn cache_outcome(kb: &Kbuild, rep: &mut Reporter) -> Option<crate::wrapper::Summ
         rep.warn(&w);
     }
     // Keep the store within its size limit (least recently used first).
-    if let Err(e) = crate::cmd::cache::gc_to_limit() {
+    if let Err(e) = crate::store::gc_to_limit() {
         rep.warn(&format!("object cache clean-up failed: {e:#}"));
     }
     Some(summary)
@@ -588,7 +588,7 @@ fn protected_paths(opt: &Options, plan: &Plan) -> Result<Vec<(String, PathBuf)>>
         p.push(("the build dir".into(), b.clone()));
     }
     p.push(("pik's cache dir".into(), crate::paths::cache_dir()?));
-    if let Ok(store) = crate::wrapper::store_dir() {
+    if let Ok(store) = crate::store::dir() {
         p.push(("the object cache".into(), store));
     }
     for (what, list) in [("--fragment", &opt.fragments), ("--patch", &opt.patches)] {

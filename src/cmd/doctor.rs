@@ -2,6 +2,7 @@
 //! package that provides each missing one.
 
 use crate::fsutil;
+use crate::input::target::Target;
 use crate::input::toolchain;
 use serde::Serialize;
 use std::io::Write;
@@ -62,8 +63,9 @@ fn header(header: &str, package: &str) -> Check {
     }
 }
 
-/// Runs every check for building `triple` kernels.
-pub fn run_checks(triple: &str, req: &toolchain::Request) -> Vec<Check> {
+/// Runs every check for building kernels for `target`.
+pub fn run_checks(target: &Target, req: &toolchain::Request) -> Vec<Check> {
+    let triple = &target.triple;
     let cross = toolchain::find(triple, req);
     let mut v = vec![
         Check {
@@ -71,7 +73,7 @@ pub fn run_checks(triple: &str, req: &toolchain::Request) -> Vec<Check> {
             package: if req.llvm {
                 "clang lld llvm".into()
             } else {
-                "gcc-aarch64-linux-gnu".into()
+                target.cross_package.clone()
             },
             required: true,
             found: cross

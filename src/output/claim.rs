@@ -72,7 +72,7 @@ impl Claim {
             if home.starts_with(d) {
                 bail!(
                     "{what} {shown} is or contains your home directory; pik never replaces it. \
-                     Choose a new directory, e.g. {what} ./result"
+                     Choose a new directory below it"
                 );
             }
         }
@@ -87,7 +87,7 @@ impl Claim {
                 };
                 bail!(
                     "{what} {shown} {rel} {name} {}; pik would replace it. Choose a directory \
-                     outside it, e.g. {what} ./result",
+                     outside it",
                     p.display()
                 );
             }
