@@ -334,31 +334,15 @@ fn interrupted_build_keeps_the_previous_output() {
     // The previous output: a real one (from the memo, as the shared build stored it), which pik
     // recognizes as its own to replace.
     run_ok(
-        pik()
-            .args([
-                "build",
-                "--target",
-                "bcm2712",
-                "--profile",
-                "mini",
-                "--no-dev",
-            ])
+        pik_mini("bcm2712")
+            .args(["--no-dev"])
             .arg("--out")
             .arg(base.join("result")),
     );
     let previous = fingerprint(&base.join("result"));
     let previous_manifest = std::fs::read(base.join("result.json")).unwrap();
-    let mut child = pik()
-        .args([
-            "build",
-            "--target",
-            "bcm2712",
-            "--profile",
-            "mini",
-            "--json",
-            "-j2",
-            "--no-memo",
-        ])
+    let mut child = pik_mini("bcm2712")
+        .args(["--json", "-j2", "--no-memo"])
         .arg("--out")
         .arg(base.join("result"))
         .arg("--build-dir")
@@ -421,15 +405,8 @@ fn identical_inputs_again_come_from_the_build_memo() {
     std::fs::create_dir_all(&base).unwrap();
     let out = base.join("again");
     let o = run_ok(
-        pik()
-            .args([
-                "build",
-                "--target",
-                "bcm2712",
-                "--profile",
-                "mini",
-                "--json",
-            ])
+        pik_mini("bcm2712")
+            .args(["--json"])
             .arg("--out")
             .arg(&out)
             .arg("--build-dir")

@@ -60,8 +60,7 @@ fn doctor_passes_here_and_names_packages_when_missing() {
 #[test]
 fn missing_toolchain_is_refused_before_any_work() {
     let t = tempfile_dir("missing-tc");
-    let out = run(pik()
-        .args(["build", "--target", "bcm2712", "--profile", "mini"])
+    let out = run(pik_mini("bcm2712")
         .args(["--toolchain", "/nonexistent/aarch64-linux-gnu-"])
         .arg("--out")
         .arg(t.join("out"))
@@ -83,15 +82,8 @@ fn non_kernel_directory_is_refused() {
     std::fs::create_dir_all(src.join("arch")).unwrap();
     std::fs::write(src.join("Makefile"), "all:\n\techo hi\n").unwrap();
     let before = fingerprint(&src);
-    let out = run(pik()
-        .args([
-            "build",
-            "--target",
-            "bcm2712",
-            "--profile",
-            "mini",
-            "--source",
-        ])
+    let out = run(pik_mini("bcm2712")
+        .args(["--source"])
         .arg(&src)
         .arg("--out")
         .arg(t.join("out")));

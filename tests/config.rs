@@ -96,16 +96,8 @@ fn config_only_for_every_target_and_profile() {
     // --no-nixos leaves NixOS's demands out (tinyconfig has no cgroups).
     let build = base.join("no-nixos");
     run_ok(
-        pik()
-            .args([
-                "build",
-                "--target",
-                "bcm2712",
-                "--profile",
-                "mini",
-                "--config-only",
-                "--no-nixos",
-            ])
+        pik_mini("bcm2712")
+            .args(["--config-only", "--no-nixos"])
             .arg("--build-dir")
             .arg(&build),
     );
@@ -222,17 +214,8 @@ fn the_users_fragment_wins_over_built_in_values_but_not_over_the_target() {
     let distro = t.join("distro.config");
     std::fs::write(&distro, "CONFIG_MMC=m\n").unwrap();
     let o = run_ok(
-        pik()
-            .args([
-                "build",
-                "--target",
-                "bcm2712",
-                "--profile",
-                "mini",
-                "--config-only",
-                "--no-nixos",
-                "--fragment",
-            ])
+        pik_mini("bcm2712")
+            .args(["--config-only", "--no-nixos", "--fragment"])
             .arg(&distro)
             .arg("--build-dir")
             .arg(t.join("build")),
@@ -255,17 +238,8 @@ fn the_users_fragment_wins_over_built_in_values_but_not_over_the_target() {
     // not be a Pi 5 kernel.
     let pages = t.join("pages.config");
     std::fs::write(&pages, "CONFIG_ARM64_4K_PAGES=y\n").unwrap();
-    let o = run(pik()
-        .args([
-            "build",
-            "--target",
-            "bcm2712",
-            "--profile",
-            "mini",
-            "--config-only",
-            "--no-nixos",
-            "--fragment",
-        ])
+    let o = run(pik_mini("bcm2712")
+        .args(["--config-only", "--no-nixos", "--fragment"])
         .arg(&pages)
         .arg("--build-dir")
         .arg(t.join("build-pages")));
@@ -283,16 +257,8 @@ fn a_pi_4_kernel_configures_from_an_lts_tree_without_the_pi_5_device_tree() {
     );
     let t = scratch("lts");
     let o = run_ok(
-        pik()
-            .args([
-                "build",
-                "--target",
-                "rpi4",
-                "--profile",
-                "mini",
-                "--config-only",
-                "--source",
-            ])
+        pik_mini("rpi4")
+            .args(["--config-only", "--source"])
             .arg(&lts)
             .arg("--build-dir")
             .arg(t.join("build")),
@@ -311,16 +277,8 @@ fn a_pi_4_kernel_configures_from_an_lts_tree_without_the_pi_5_device_tree() {
             .unwrap_or(true)
     );
     // The Pi 5 target needs its device tree: refused, naming it.
-    let o = run(pik()
-        .args([
-            "build",
-            "--target",
-            "bcm2712",
-            "--profile",
-            "mini",
-            "--config-only",
-            "--source",
-        ])
+    let o = run(pik_mini("bcm2712")
+        .args(["--config-only", "--source"])
         .arg(&lts)
         .arg("--build-dir")
         .arg(t.join("build-pi5")));

@@ -22,12 +22,8 @@ fn stderr(o: &std::process::Output) -> String {
 
 /// `pik build` of the mini bcm2712 kernel into `out` with a build dir of its own.
 fn build_into(out: &Path, build_dir: &Path) -> Command {
-    let mut c = pik();
-    c.args(["build", "--target", "bcm2712", "--profile", "mini"])
-        .arg("--out")
-        .arg(out)
-        .arg("--build-dir")
-        .arg(build_dir);
+    let mut c = pik_mini("bcm2712");
+    c.arg("--out").arg(out).arg("--build-dir").arg(build_dir);
     c
 }
 
@@ -302,16 +298,9 @@ fn a_patch_that_needs_fuzz_fails_before_anything_changes() {
             .unwrap_or_default()
     };
     let cache = t.join("cache");
-    let o = run(pik()
+    let o = run(pik_mini("bcm2712")
         .env("PIK_CACHE_DIR", &cache)
-        .args([
-            "build",
-            "--target",
-            "bcm2712",
-            "--profile",
-            "mini",
-            "--config-only",
-        ])
+        .args(["--config-only"])
         .arg("--source")
         .arg(&tree)
         .arg("--patch")
@@ -370,9 +359,8 @@ fn signals_stop_pik_promptly_and_fifos_are_named_not_waited_for() {
     let fifo = tree.join("drivers/pik-test.fifo");
     let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(st.success());
-    let mut cmd = pik();
+    let mut cmd = pik_mini("bcm2712");
     cmd.env("PIK_CACHE_DIR", t.join("cache"))
-        .args(["build", "--target", "bcm2712", "--profile", "mini"])
         .arg("--source")
         .arg(&tree)
         .arg("--out")
@@ -386,16 +374,9 @@ fn signals_stop_pik_promptly_and_fifos_are_named_not_waited_for() {
     // SIGTERM while the tarball is extracted into a new workspace (an empty cache): pik ends,
     // says so, and leaves no half workspace.
     let cache = t.join("cache2");
-    let mut cmd = pik();
+    let mut cmd = pik_mini("bcm2712");
     cmd.env("PIK_CACHE_DIR", &cache)
-        .args([
-            "build",
-            "--target",
-            "bcm2712",
-            "--profile",
-            "mini",
-            "--no-memo",
-        ])
+        .arg("--no-memo")
         .arg("--out")
         .arg(t.join("out"));
     let err = stops_within_5s(cmd, "-TERM", Duration::from_millis(1500));
@@ -422,17 +403,9 @@ fn a_workspace_changed_behind_its_key_is_rebuilt() {
     own_copy(&tree, rel);
     let original = std::fs::read(tree.join(rel)).unwrap();
     let config_only = |extra: &[&str]| {
-        let mut c = pik();
+        let mut c = pik_mini("bcm2712");
         c.env("PIK_CACHE_DIR", &cache)
-            .args([
-                "build",
-                "--target",
-                "bcm2712",
-                "--profile",
-                "mini",
-                "--config-only",
-                "--no-nixos",
-            ])
+            .args(["--config-only", "--no-nixos"])
             .arg("--source")
             .arg(&tree)
             .arg("--build-dir")

@@ -9,7 +9,7 @@ pub mod progress;
 
 use crate::fsutil::Lock;
 use crate::input::workspace::{self, Workspace};
-use crate::input::{kconfig, source, toolchain};
+use crate::input::{configmemo, kconfig, source, toolchain};
 use crate::output::claim::{Claim, Made};
 use crate::output::manifest::{CacheRecord, InputFile, Inputs, Manifest, MemoRecord, SCHEMA};
 use crate::output::{self, publish};
@@ -95,8 +95,21 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
             return Ok(Some(m));
         }
     }
+    let m = fresh(opt, &mut plan, &mut dests, key.ok(), started, rep)?;
+    Ok(Some(m))
+}
+
+/// A build that runs: workspace, Kconfig, kbuild, install, publish.
+fn fresh(
+    opt: &Options,
+    plan: &mut Plan,
+    dests: &mut Destinations,
+    key: Option<String>,
+    started: Instant,
+    rep: &mut Reporter,
+) -> Result<Manifest> {
     let mut timings = Timings::new();
-    let prepared = prepare(opt, &mut plan, rep, &mut timings)?;
+    let prepared = prepare(opt, plan, rep, &mut timings)?;
     let kb = &prepared.kbuild;
     if dests.dev.is_some() && !output::dev::supported(&kb.tree) {
         // Before any compile: an explicit --dev cannot be honoured, the default is dropped.
@@ -106,75 +119,77 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
         rep.warn(&format!("no dev output: {}", output::dev::UNSUPPORTED));
         dests.dev = None;
     }
-    let base = configure(&plan, kb, rep, &mut timings)?;
+    let base = configure(plan, kb, key.as_deref(), rep, &mut timings)?;
     let modules = kconfig::read_config(&kb.build_dir.join(".config"))?
         .get("MODULES")
         .is_some_and(|v| v == "y");
     let make_targets = plan.make_targets(modules);
-    let compiled = compile(&plan, kb, &make_targets, rep, &mut timings)?;
+    let compiled = compile(plan, kb, &make_targets, rep, &mut timings)?;
     let cache = cache_outcome(kb, rep);
     let release = kb.kernel_release()?;
-    rep.phase(
-        "install",
-        &format!("modules_install, dtbs_install into the Nix layout for {release}"),
-    );
-    let staged = timed(&mut timings, "install", || {
-        output::layout::stage(kb, &plan.target, &release, modules, &dests.out.dest)
-    })?;
-    let dev_staged = match &dests.dev {
-        Some(d) => Some(timed(&mut timings, "install", || {
-            output::dev::stage(kb, &release, &d.dest)
-        })?),
-        None => None,
-    };
+    let (staged, dev_staged) = install(plan, kb, &release, modules, dests, rep, &mut timings)?;
     rep.phase(
         "output",
         &format!("verifying and publishing {}", dests.out.dest.display()),
     );
     let t = Instant::now();
-    let described = publish::describe(
-        staged.path(),
-        &dests.out,
-        dev_staged
-            .as_ref()
-            .map(|s| s.path())
-            .zip(dests.dev.as_ref()),
-    )?;
+    let dev = dev_staged
+        .as_ref()
+        .map(|s| s.path())
+        .zip(dests.dev.as_ref());
+    let described = publish::describe(staged.path(), &dests.out, dev)?;
     timings.insert("output".into(), t.elapsed().as_secs_f64());
     timings.insert("total".into(), started.elapsed().as_secs_f64());
     let record = Record {
-        plan: &plan,
+        plan,
         kb,
         release: &release,
         base,
         make_targets,
         compiled,
         cache: cache.as_ref().map(cache_record),
-        memo_key: key.as_ref().ok().cloned(),
+        memo_key: key.clone(),
         timings,
     };
     let m = manifest(record, described, &dests.out)?;
-    let json = publish::place(
-        (staged.into_dir(), &dests.out),
-        dev_staged.zip(dests.dev.as_ref()),
-        &m,
-        &plan.target,
-    )?;
-    if let Ok(key) = &key {
-        if let Err(e) = output::memo::dir().and_then(|d| {
-            output::memo::store(
-                &d,
-                key,
-                &dests.out.dest,
-                dests.dev.as_ref().map(|d| d.dest.as_path()),
-                &json,
-            )
-        }) {
+    let dev = dev_staged.zip(dests.dev.as_ref());
+    let json = publish::place((staged.into_dir(), &dests.out), dev, &m, &plan.target)?;
+    if let Some(key) = &key {
+        let dev = dests.dev.as_ref().map(|d| d.dest.as_path());
+        let stored = output::memo::dir()
+            .and_then(|d| output::memo::store(&d, key, &dests.out.dest, dev, &json));
+        if let Err(e) = stored {
             rep.warn(&format!("storing the build in the memo failed: {e:#}"));
         }
     }
-    finish(&m, &plan, &dests, cache.as_ref(), started, rep)?;
-    Ok(Some(m))
+    finish(&m, plan, dests, cache.as_ref(), started, rep)?;
+    Ok(m)
+}
+
+/// The kernel's own installs into the Nix layout, staged beside the output (and the dev
+/// output beside its destination).
+fn install(
+    plan: &Plan,
+    kb: &Kbuild,
+    release: &str,
+    modules: bool,
+    dests: &Destinations,
+    rep: &mut Reporter,
+    timings: &mut Timings,
+) -> Result<(output::layout::Staged, Option<tempfile::TempDir>)> {
+    rep.phase(
+        "install",
+        &format!("modules_install, dtbs_install into the Nix layout for {release}"),
+    );
+    timed(timings, "install", || {
+        let staged = output::layout::stage(kb, &plan.target, release, modules, &dests.out.dest)?;
+        let dev = dests
+            .dev
+            .as_ref()
+            .map(|d| output::dev::stage(kb, release, &d.dest))
+            .transpose()?;
+        Ok((staged, dev))
+    })
 }
 
 /// A memo hit for `key`, published at the claimed destinations; None on a miss.
@@ -364,24 +379,52 @@ fn workspace_for(plan: &mut Plan, rep: &mut Reporter, timings: &mut Timings) -> 
     )
 }
 
-/// Kconfig for a prepared build; returns the base config target used.
+/// Kconfig for a prepared build; returns the base config target used. A fresh build dir whose
+/// inputs (`key`: the memo key covers everything Kconfig reads) were configured before gets the
+/// memoized result instead of a Kconfig run; either way the check runs.
 fn configure(
     plan: &Plan,
     kb: &Kbuild,
+    key: Option<&str>,
     rep: &mut Reporter,
     timings: &mut Timings,
 ) -> Result<String> {
     let base = plan.config_base(&kb.tree);
-    rep.phase(
-        "kconfig",
-        &format!(
-            "{base} + {} fragment(s), olddefconfig, check",
-            plan.fragments.len()
-        ),
-    );
-    let warnings = timed(timings, "kconfig", || {
-        kconfig::configure(kb, &base, &plan.fragments, &plan.target.defining)
-    })?;
+    let config = kb.build_dir.join(".config");
+    let fresh = !config.exists();
+    let memoized = match key.filter(|_| fresh) {
+        Some(k) => configmemo::restore(k, &kb.build_dir).unwrap_or(false),
+        None => false,
+    };
+    let warnings = if memoized {
+        rep.phase(
+            "kconfig",
+            &format!(
+                "{base} + {} fragment(s), from the Kconfig memo, check",
+                plan.fragments.len()
+            ),
+        );
+        timed(timings, "kconfig", || {
+            kconfig::verify(&kb.tree, &config, &plan.fragments, &plan.target.defining)
+        })?
+    } else {
+        rep.phase(
+            "kconfig",
+            &format!(
+                "{base} + {} fragment(s), olddefconfig, check",
+                plan.fragments.len()
+            ),
+        );
+        let w = timed(timings, "kconfig", || {
+            kconfig::configure(kb, &base, &plan.fragments, &plan.target.defining)
+        })?;
+        if let Some(k) = key.filter(|_| fresh) {
+            if let Err(e) = configmemo::store(k, &kb.build_dir) {
+                rep.warn(&format!("storing the Kconfig result failed: {e:#}"));
+            }
+        }
+        w
+    };
     for w in &warnings {
         rep.warn(w);
     }
@@ -392,7 +435,7 @@ fn configure(
 fn configure_only(opt: &Options, plan: &mut Plan, rep: &mut Reporter) -> Result<()> {
     let mut timings = Timings::new();
     let p = prepare(opt, plan, rep, &mut timings)?;
-    configure(plan, &p.kbuild, rep, &mut timings)?;
+    configure(plan, &p.kbuild, None, rep, &mut timings)?;
     let config = p.kbuild.build_dir.join(".config");
     rep.finish(
         serde_json::json!({"config": config, "build_dir": p.kbuild.build_dir}),

@@ -115,9 +115,13 @@ impl Claim {
             return Ok(());
         }
         match self.recorded_listing() {
-            None => refuse("is not empty and has no pik manifest recording it"),
-            Some(recorded) if recorded == listing(d, self.skip())? => Ok(()),
-            Some(_) => refuse(
+            Record::None => refuse("is not empty and has no pik manifest recording it"),
+            Record::Unlisted => refuse(
+                "was written by an older pik, whose manifest does not record its listing (or the \
+                 manifest is not about this path)",
+            ),
+            Record::Listing(recorded) if recorded == listing(d, self.skip())? => Ok(()),
+            Record::Listing(_) => refuse(
                 "is not empty and no longer matches what pik recorded when it wrote it (edited \
                  since?)",
             ),
@@ -129,26 +133,40 @@ impl Claim {
     }
 
     /// The listing digest pik recorded for the destination, if a readable record names it.
-    fn recorded_listing(&self) -> Option<String> {
+    fn recorded_listing(&self) -> Record {
         let d = &self.dest;
-        let v: serde_json::Value = match &self.made {
-            Made::Output => read_json(&crate::output::manifest_path(d))?,
-            Made::Dev { manifest } => read_json(manifest)?.get("dev")?.clone(),
-            Made::Firmware => read_json(&d.join(FIRMWARE_MARKER))?,
+        let record = match &self.made {
+            Made::Output => read_json(&crate::output::manifest_path(d)),
+            Made::Dev { manifest } => read_json(manifest).and_then(|v| v.get("dev").cloned()),
+            Made::Firmware => read_json(&d.join(FIRMWARE_MARKER)),
         };
-        if let Made::Output | Made::Dev { .. } = self.made {
-            // The record must be about this very path, not a copy of someone else's manifest.
-            let key = if matches!(self.made, Made::Output) {
-                "out"
-            } else {
-                "path"
-            };
-            if v.get(key)?.as_str()? != d.to_str()? {
-                return None;
-            }
+        let Some(v) = record else {
+            return Record::None;
+        };
+        // The record must be about this very path, not a copy of someone else's manifest.
+        let about = match self.made {
+            Made::Output => v.get("out"),
+            Made::Dev { .. } => v.get("path"),
+            Made::Firmware => None,
+        };
+        if about.is_some_and(|p| p.as_str() != d.to_str()) {
+            return Record::Unlisted;
         }
-        v.get("listing_blake3")?.as_str().map(str::to_string)
+        match v.get("listing_blake3").and_then(|l| l.as_str()) {
+            Some(l) => Record::Listing(l.to_string()),
+            None => Record::Unlisted,
+        }
     }
+}
+
+/// What pik recorded about a destination.
+enum Record {
+    /// No record pik could read.
+    None,
+    /// A record without a listing for this path (an older pik's, or another path's).
+    Unlisted,
+    /// The listing digest recorded.
+    Listing(String),
 }
 
 /// A JSON record pik wrote: a regular file (not a symlink), at most 256 MiB.

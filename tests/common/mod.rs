@@ -65,6 +65,14 @@ pub fn pik() -> Command {
     c
 }
 
+/// `pik build --target <target> --profile mini`: the one place the tests spell the small
+/// profile's command line.
+pub fn pik_mini(target: &str) -> Command {
+    let mut c = pik();
+    c.args(["build", "--target", target, "--profile", "mini"]);
+    c
+}
+
 /// Runs a command and returns its output, printing it for the test log.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawning pik");
@@ -182,17 +190,9 @@ pub fn mini_build(target: &str) -> Built {
         let _ = std::fs::remove_dir_all(objects_dir(target));
         std::fs::create_dir_all(&base).unwrap();
         run_ok(
-            pik()
+            pik_mini(target)
                 .env("PIK_OBJECT_CACHE_DIR", objects_dir(target))
-                .args([
-                    "build",
-                    "--target",
-                    target,
-                    "--profile",
-                    "mini",
-                    "-j2",
-                    "--no-memo",
-                ])
+                .args(["-j2", "--no-memo"])
                 .args(no_nixos(target))
                 .arg("--out")
                 .arg(&out)
