@@ -249,13 +249,13 @@ impl Store {
     /// Dictionary `d` as stored, for reading entries compressed with it: kept uncompressed and
     /// not hashed here, because this runs on every hit and an entry's own checksum already
     /// rejects what a wrong dictionary would decompress to.
-    fn dictionary_bytes(&self, d: &Digest) -> Option<Mapped> {
+    fn dictionary_bytes(&self, d: &Digest) -> Option<memmap2::Mmap> {
         let path = self.fanned("dicts", &d.to_hex());
         let (f, md) = open_regular(&path).ok()?;
         mark_use(&path, &md);
         // Mapped, not read: ~110 KiB copied into fresh memory on every hit cost more than the
         // rest of the entry's decoding.
-        Mapped::of(&f, md.len() as usize).ok()
+        map_whole(&f, md.len())
     }
 
     /// Entries are small and alike (many share most of their bytes), so each compresses far
@@ -586,60 +586,22 @@ fn mark_use(path: &Path, md: &fs::Metadata) {
     }
 }
 
-/// A read-only mapping of a whole store file. The store only ever replaces its files by rename,
-/// never truncates one in place, so the mapped inode keeps its length while it is mapped (a file
-/// truncated by hand during a hit would stop that process with SIGBUS, as for the file-hash table).
-struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn of(f: &fs::File, len: usize) -> io::Result<Mapped> {
-        use std::os::fd::AsRawFd;
-        if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty file"));
-        }
-        // SAFETY: a private read-only mapping of `len` bytes of an open file; populated at
-        // once (the pages are in the page cache: one call instead of a fault per page).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapped { ptr, len })
+/// A read-only mapping of the whole store file `f` (`len` bytes), its pages read in at once
+/// (they are in the page cache: one call instead of a fault per page). The store only ever
+/// replaces its files by rename, never truncates one in place, so the mapped inode keeps its
+/// length while it is mapped (a file truncated by hand during a hit would stop that process with
+/// SIGBUS, as for the file-hash table).
+fn map_whole(f: &fs::File, len: u64) -> Option<memmap2::Mmap> {
+    let len = usize::try_from(len).ok().filter(|&n| n > 0)?;
+    // SAFETY: a private read-only mapping of an open store file, which is never written in place
+    // (see above).
+    unsafe {
+        memmap2::MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_copy_read_only(f)
     }
-}
-
-impl std::ops::Deref for Mapped {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes and lives until Drop.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-impl AsRef<[u8]> for Mapped {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `of` mapped.
-        unsafe {
-            libc::munmap(self.ptr, self.len);
-        }
-    }
+    .ok()
 }
 
 /// Marks a file as just used, for LRU eviction (best effort).
