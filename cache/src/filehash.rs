@@ -9,7 +9,7 @@
 //!
 //! Stat data is only ever a cache of a content hash: a slot is used only when device, inode, size,
 //! mtime and ctime all match, and a file is remembered only once its timestamps are older than
-//! [`SETTLE`] (file timestamps are coarse, so a file written twice within one tick could otherwise
+//! two seconds (file timestamps are coarse, so a file written twice within one tick could otherwise
 //! keep a stale hash). Slots carry their own checksum, so a torn or damaged slot is a miss.
 //!
 //! The table never costs a caller its result: its file is created whole under a temporary name
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Files whose mtime or ctime is younger than this are hashed but not remembered.
-pub const SETTLE: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Stamp (5 words), digest (4), attribute (1), checksum (1).
 const WORDS: usize = 11;
@@ -216,11 +216,6 @@ impl FileHashCache {
             _map: None,
             _file: None,
         }
-    }
-
-    /// Whether hashes are remembered (a table mapped writable).
-    pub fn is_writable(&self) -> bool {
-        self.writable
     }
 
     /// The table file opened read-write, at least `len` bytes long with all of them allocated:
@@ -493,7 +488,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("memo");
         let c = FileHashCache::open(&p, 1000).unwrap();
-        assert!(c.is_writable());
+        assert!(c.writable);
         assert!(
             allocated(&p) >= c.slots.len() as u64 * 8,
             "a sparse table faults on a full disk"
