@@ -17,7 +17,7 @@ mod record;
 
 use args::{Call, Compile, Probe};
 use pik_cache::filehash::{self, FileHashCache};
-use pik_cache::stats::Event;
+use pik_cache::stats::{Event, Kind, Layout, Line};
 use pik_cache::{Digest, Sharing, Store};
 use record::{Candidate, Record, TreeTag};
 use std::ffi::{OsStr, OsString};
@@ -208,7 +208,7 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
         Call::Compile(c) => c,
         Call::Uncacheable(reason) => {
             let out = output_of(&args);
-            note(None, &Event::Uncacheable { reason }, "u", reason, &out);
+            note(None, &Event::Uncacheable { reason }, reason, &out);
             return exec(real, &args);
         }
     };
@@ -217,7 +217,7 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
         // The compiler will fail for want of a place to write, not because of the code or
         // flags: that is no answer to keep.
         let reason = "probe output directory missing or not writable";
-        note(None, &Event::Uncacheable { reason }, "u", reason, &c.output);
+        note(None, &Event::Uncacheable { reason }, reason, &c.output);
         return exec(real, &args);
     }
     // A probe of stdin: what it says is part of the key, so pik reads it and hands it on.
@@ -226,7 +226,7 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
             use std::io::IsTerminal;
             if std::io::stdin().is_terminal() {
                 let reason = "input from a terminal";
-                note(None, &Event::Uncacheable { reason }, "u", reason, &c.output);
+                note(None, &Event::Uncacheable { reason }, reason, &c.output);
                 return exec(real, &args);
             }
             let mut bytes = Vec::new();
@@ -252,7 +252,6 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
             note(
                 None,
                 &Event::Error { reason: "store" },
-                "e",
                 &e.to_string(),
                 &c.output,
             );
@@ -265,7 +264,6 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
             note(
                 Some(&ctx.store),
                 &Event::Uncacheable { reason },
-                "u",
                 reason,
                 &c.output,
             );
@@ -276,7 +274,6 @@ fn run(real: &Path, args: Vec<OsString>) -> i32 {
             note(
                 Some(&ctx.store),
                 &Event::Error { reason },
-                "e",
                 &e.to_string(),
                 &c.output,
             );
@@ -379,7 +376,7 @@ fn output_of(args: &[OsString]) -> PathBuf {
 /// Records an event in the store's counters and the session log (best effort). Without a
 /// store at hand (a call found uncacheable before the store was opened), the counters are
 /// written only if the store's directory passes the same trust check as an open.
-fn note(store: Option<&Store>, e: &Event, kind: &str, reason: &str, output: &Path) {
+fn note(store: Option<&Store>, e: &Event, reason: &str, output: &Path) {
     let stats = match store {
         Some(s) => Some(s.stats()),
         None => store_dir()
@@ -390,17 +387,18 @@ fn note(store: Option<&Store>, e: &Event, kind: &str, reason: &str, output: &Pat
     if let Some(s) = stats {
         let _ = s.record(e);
     }
-    session_note(kind, reason, output);
+    session_note(e.kind(), reason, output);
 }
 
 /// Appends `kind reason output` to the session log, if there is one.
-fn session_note(kind: &str, reason: &str, output: &Path) {
+fn session_note(kind: Kind, reason: &str, output: &Path) {
     if let Some(log) = session_log() {
-        let reason = reason.replace(|c: char| c.is_whitespace(), "_");
-        let mut line = format!("{kind} {reason} ").into_bytes();
-        line.extend_from_slice(output.as_os_str().as_bytes());
-        line.push(b'\n');
-        let _ = pik_cache::stats::Stats::append(Path::new(&log), &String::from_utf8_lossy(&line));
+        let _ = pik_cache::stats::append_to_session(
+            Path::new(&log),
+            kind,
+            reason,
+            output.as_os_str().as_bytes(),
+        );
     }
 }
 
@@ -446,7 +444,7 @@ fn store_unusable(e: &std::io::Error, dir: &Path, output: &Path) {
     let mut reason = problem.replace(' ', "_");
     reason.push('@');
     reason.push_str(&escape(dir.as_os_str().as_bytes()));
-    session_note("e", &reason, output);
+    session_note(Kind::Error, &reason, output);
 }
 
 /// `bytes` with `%`, spaces, control and non-ASCII bytes written `%XX`, so a path is one
@@ -757,7 +755,6 @@ impl Ctx {
                 note(
                     Some(&self.store),
                     &Event::Hit { saved_ms: saved },
-                    "h",
                     how,
                     &c.output,
                 );
@@ -832,7 +829,6 @@ impl Ctx {
             note(
                 Some(&self.store),
                 &Event::Uncacheable { reason: why },
-                "u",
                 why,
                 &c.output,
             );
@@ -906,12 +902,11 @@ impl Ctx {
         match stored {
             Ok(None) => {
                 let how = if c.probe.is_some() { PROBE } else { "-" };
-                note(Some(&self.store), &Event::Miss { ms }, "m", how, &c.output)
+                note(Some(&self.store), &Event::Miss { ms }, how, &c.output)
             }
             Ok(Some(why)) => note(
                 Some(&self.store),
                 &Event::Uncacheable { reason: why },
-                "u",
                 why,
                 &c.output,
             ),
@@ -921,7 +916,6 @@ impl Ctx {
                 &Event::Error {
                     reason: "store write",
                 },
-                "e",
                 &e.to_string(),
                 &c.output,
             ),
@@ -1170,6 +1164,28 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_reads_back_from_its_manifest_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("session.log");
+        let text = "h deps a.o\nh tree b.o\nm - c.o\nm probe .tmp/x\nu unknown_flag d.o\n\
+                    e read-only_file_system@/ro e.o\n";
+        std::fs::write(&log, text).unwrap();
+        let s = Summary::read(&log);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("store_errors"), "{json}");
+        let back: Summary = serde_json::from_str(&json).unwrap();
+        assert!(back.store_errors.is_empty());
+        assert_eq!(
+            back,
+            Summary {
+                store_errors: std::collections::BTreeMap::new(),
+                ..s
+            }
+        );
+        assert_eq!(back.to_string(), Summary::read(&log).to_string());
+    }
+
+    #[test]
     fn session_log_paths_survive_escaping() {
         for p in [&b"/plain/path"[..], b"/with space/and%/\xff\x01@x", b""] {
             let e = escape(p);
@@ -1220,7 +1236,7 @@ pub fn masquerade_dir(names: &[String]) -> anyhow::Result<PathBuf> {
 }
 
 /// One build's cache outcome, from its session log.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Compiles served from the cache.
     pub hits: u64,
@@ -1239,7 +1255,7 @@ pub struct Summary {
     pub hit_rate: f64,
     /// The part of `errors` the store's condition caused (no space, read-only, not writable,
     /// untrusted), by problem and store directory: what [`Summary::store_warning`] reports.
-    /// Left out of the manifest.
+    /// Left out of the manifest (and so empty in a summary read back from one).
     #[serde(skip)]
     pub store_errors: std::collections::BTreeMap<StoreProblem, u64>,
 }
@@ -1258,38 +1274,10 @@ impl Summary {
     /// Reads a session log written through [`SESSION_LOG_ENV`]. Lines that are damaged (not
     /// UTF-8, no reason, an unknown kind) are skipped.
     pub fn read(log: &Path) -> Summary {
-        let mut s = Summary::default();
         let text = std::fs::read(log).unwrap_or_default();
-        for line in text.split(|&b| b == b'\n') {
-            let Ok(line) = std::str::from_utf8(line) else {
-                continue;
-            };
-            let mut it = line.splitn(3, ' ');
-            let (Some(kind), Some(reason), Some(_output)) = (it.next(), it.next(), it.next())
-            else {
-                continue;
-            };
-            if reason.is_empty() {
-                continue;
-            }
-            match (kind, reason) {
-                ("h", PROBE) => s.probe_hits += 1,
-                ("m", PROBE) => s.probe_misses += 1,
-                ("h", _) => s.hits += 1,
-                ("m", _) => s.misses += 1,
-                ("e", _) => {
-                    s.errors += 1;
-                    if let Some((problem, dir)) = reason.split_once('@') {
-                        let p = StoreProblem {
-                            reason: problem.replace('_', " "),
-                            dir: args::path(unescape(dir)),
-                        };
-                        *s.store_errors.entry(p).or_default() += 1;
-                    }
-                }
-                ("u", _) => *s.uncacheable.entry(reason.to_string()).or_default() += 1,
-                _ => {}
-            }
+        let mut s = Summary::default();
+        for line in pik_cache::stats::lines(&text, Layout::Session) {
+            s.add(line);
         }
         let n = s.hits + s.misses;
         s.hit_rate = if n == 0 {
@@ -1298,6 +1286,28 @@ impl Summary {
             s.hits as f64 / n as f64
         };
         s
+    }
+
+    fn add(&mut self, l: Line) {
+        match (l.kind, l.reason) {
+            (Kind::Hit, PROBE) => self.probe_hits += l.count,
+            (Kind::Miss, PROBE) => self.probe_misses += l.count,
+            (Kind::Hit, _) => self.hits += l.count,
+            (Kind::Miss, _) => self.misses += l.count,
+            (Kind::Error, reason) => {
+                self.errors += l.count;
+                if let Some((problem, dir)) = reason.split_once('@') {
+                    let p = StoreProblem {
+                        reason: problem.replace('_', " "),
+                        dir: args::path(unescape(dir)),
+                    };
+                    *self.store_errors.entry(p).or_default() += l.count;
+                }
+            }
+            (Kind::Uncacheable, reason) => {
+                *self.uncacheable.entry(reason.to_string()).or_default() += l.count
+            }
+        }
     }
 
     /// The one warning a build prints when the object store could not be used for some of its
