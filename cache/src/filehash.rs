@@ -9,7 +9,7 @@
 //!
 //! Stat data is only ever a cache of a content hash: a slot is used only when device, inode, size,
 //! mtime and ctime all match, and a file is remembered only once its timestamps are older than
-//! [`SETTLE`] (file timestamps are coarse, so a file written twice within one tick could otherwise
+//! two seconds (file timestamps are coarse, so a file written twice within one tick could otherwise
 //! keep a stale hash). Slots carry their own checksum, so a torn or damaged slot is a miss.
 //!
 //! The table never costs a caller its result: its file is created whole under a temporary name
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Files whose mtime or ctime is younger than this are hashed but not remembered.
-pub const SETTLE: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Stamp (5 words), digest (4), attribute (1), checksum (1).
 const WORDS: usize = 11;
@@ -45,33 +45,21 @@ fn no_attr(_: &[u8]) -> u64 {
 }
 
 /// The memo: a fixed-size table in a file mapped shared by every process using the store.
+/// Dropping it unmaps the table; a short-lived process may `std::mem::forget` it instead and
+/// leave that to its exit.
 pub struct FileHashCache {
-    /// Empty when there is no table (every lookup misses).
+    /// The table's words, inside `_map` (empty when there is no table: every lookup misses).
+    /// Only ever accessed through atomics: other processes write the same pages.
     slots: &'static [AtomicU64],
     nslots: usize,
-    /// Bytes mapped (0: nothing to unmap).
-    len: usize,
     /// False when the table is mapped read-only (a read-only store): found hashes are used,
     /// new ones are not remembered.
     writable: bool,
     attr: AttrFn,
+    /// The mapping `slots` points into (unmapped when this is dropped).
+    _map: Option<memmap2::MmapRaw>,
+    /// Kept open for as long as the table is mapped.
     _file: Option<File>,
-}
-
-// SAFETY: the mapping is only accessed through atomics.
-unsafe impl Send for FileHashCache {}
-unsafe impl Sync for FileHashCache {}
-
-impl Drop for FileHashCache {
-    fn drop(&mut self) {
-        if self.len == 0 {
-            return;
-        }
-        // SAFETY: unmapping exactly what `open` mapped; no reference outlives self.
-        unsafe {
-            libc::munmap(self.slots.as_ptr() as *mut libc::c_void, self.len);
-        }
-    }
 }
 
 /// The error [`FileHashCache`] gives for a path that is not a regular file (see [`not_regular`]).
@@ -163,66 +151,58 @@ impl FileHashCache {
         let len = nslots * WORDS * 8;
         let (file, writable) = match Self::open_backed(path, len) {
             Ok(file) => (file, true),
-            // Not writable here: read-only is enough to use what others remembered. A table
-            // that could not be allocated is not mapped even so: on tmpfs a read of a hole
-            // needs a page too.
+            // Not writable here: read-only is enough to use what others remembered.
             Err(rw)
                 if matches!(
                     rw.kind(),
                     io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
                 ) =>
             {
-                use std::os::unix::fs::MetadataExt;
-                let ro = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(path)
-                    .map_err(|_| rw)?;
-                let md = ro.metadata()?;
-                if !md.is_file()
-                    || md.len() < len as u64
-                    || md.blocks().saturating_mul(512) < len as u64
-                {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: not a whole table of this size", path.display()),
-                    ));
-                }
-                (ro, false)
+                (Self::open_whole(path, len, rw)?, false)
             }
             Err(e) => return Err(e),
         };
-        use std::os::fd::AsRawFd;
-        let prot = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
+        // A shared mapping of a file held open, at least `len` bytes long (and, when writable,
+        // with every block allocated, so no write can fault for want of space).
+        let mut options = memmap2::MmapOptions::new();
+        options.len(len);
+        let map = if writable {
+            options.map_raw(&file)?
         } else {
-            libc::PROT_READ
+            options.map_raw_read_only(&file)?
         };
-        // SAFETY: a shared mapping of a file we hold open, at least `len` bytes long (and, when
-        // writable, with every block allocated, so no write can fault for want of space).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the mapping is page-aligned, `len` bytes, and lives until Drop.
-        let slots = unsafe { std::slice::from_raw_parts(ptr as *const AtomicU64, nslots * WORDS) };
+        // SAFETY: the mapping is page-aligned (so aligned for u64) and `len` bytes long, and it
+        // lives in `_map` for as long as `slots` is reachable through `self`.
+        let slots =
+            unsafe { std::slice::from_raw_parts(map.as_ptr() as *const AtomicU64, nslots * WORDS) };
         Ok(FileHashCache {
             slots,
             nslots,
-            len,
             writable,
             attr,
+            _map: Some(map),
             _file: Some(file),
         })
+    }
+
+    /// The table file opened read-only, if it is a whole table of `len` bytes: a table that
+    /// could not be allocated is not mapped even read-only, because on tmpfs a read of a hole
+    /// needs a page too. When it cannot be opened at all, the error is `rw`, why it could not
+    /// be opened for writing.
+    fn open_whole(path: &Path, len: usize, rw: io::Error) -> io::Result<File> {
+        let ro = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|_| rw)?;
+        let md = ro.metadata()?;
+        if !md.is_file() || md.len() < len as u64 || md.blocks().saturating_mul(512) < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a whole table of this size", path.display()),
+            ));
+        }
+        Ok(ro)
     }
 
     /// No table: every hash is computed from content (what a caller falls back to when
@@ -231,16 +211,11 @@ impl FileHashCache {
         FileHashCache {
             slots: &[],
             nslots: 0,
-            len: 0,
             writable: false,
             attr,
+            _map: None,
             _file: None,
         }
-    }
-
-    /// Whether hashes are remembered (a table mapped writable).
-    pub fn is_writable(&self) -> bool {
-        self.writable
     }
 
     /// The table file opened read-write, at least `len` bytes long with all of them allocated:
@@ -513,9 +488,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("memo");
         let c = FileHashCache::open(&p, 1000).unwrap();
-        assert!(c.is_writable());
+        assert!(c.writable);
         assert!(
-            allocated(&p) >= c.len as u64,
+            allocated(&p) >= c.slots.len() as u64 * 8,
             "a sparse table faults on a full disk"
         );
         assert!(!dir.path().read_dir().unwrap().any(|e| e
@@ -528,7 +503,7 @@ mod tests {
         File::create(&old).unwrap().set_len(64 << 10).unwrap();
         assert_eq!(allocated(&old), 0);
         let c = FileHashCache::open(&old, 1000).unwrap();
-        assert!(allocated(&old) >= c.len as u64);
+        assert!(allocated(&old) >= c.slots.len() as u64 * 8);
     }
 
     #[test]

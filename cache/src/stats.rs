@@ -1,8 +1,9 @@
-//! Counters kept beside the store: hits, misses, uncacheable calls by reason, errors, and time.
-//!
-//! Each event is one short line appended with `O_APPEND` (concurrent writers never interleave a
-//! line), and [`Stats::compact`] folds the log into a summary file. The events are generic; what
-//! a "hit" is is the caller's business.
+//! What happened to the store's callers, counted: events, the counters kept beside the store,
+//! and the session log a caller may keep for one job of its own (e.g. a build reporting its own
+//! hits and misses). Both logs share one line grammar and one reader ([`lines`]): the counters
+//! (`stats.log`, one line per event appended with `O_APPEND`, so concurrent writers never
+//! interleave a line, folded by `Stats::compact` into a summary file) and the session log
+//! ([`append_to_session`]). The events are generic; what a "hit" is is the caller's business.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -23,16 +24,139 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    /// The event as one log line (`kind count ms reason`).
-    pub fn line(&self) -> String {
-        let clean = |r: &str| r.replace(|c: char| c.is_whitespace(), "_");
+    /// What kind of event this is.
+    pub fn kind(&self) -> Kind {
         match self {
-            Event::Hit { saved_ms } => format!("h 1 {saved_ms} -\n"),
-            Event::Miss { ms } => format!("m 1 {ms} -\n"),
-            Event::Uncacheable { reason } => format!("u 1 0 {}\n", clean(reason)),
-            Event::Error { reason } => format!("e 1 0 {}\n", clean(reason)),
+            Event::Hit { .. } => Kind::Hit,
+            Event::Miss { .. } => Kind::Miss,
+            Event::Uncacheable { .. } => Kind::Uncacheable,
+            Event::Error { .. } => Kind::Error,
         }
     }
+
+    /// The event as one line of the counters ([`Layout::Counters`]).
+    fn line(&self) -> String {
+        let k = self.kind().letter();
+        match self {
+            Event::Hit { saved_ms: ms } | Event::Miss { ms } => format!("{k} 1 {ms} -\n"),
+            Event::Uncacheable { reason } | Event::Error { reason } => {
+                format!("{k} 1 0 {}\n", token(reason))
+            }
+        }
+    }
+}
+
+/// The kind of an event: a log line's first field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Served from the store (`h`).
+    Hit,
+    /// Not in the store; the work ran and its result was stored (`m`).
+    Miss,
+    /// Could not be cached (`u`).
+    Uncacheable,
+    /// The store failed; the work still ran (`e`).
+    Error,
+}
+
+impl Kind {
+    fn letter(self) -> &'static str {
+        match self {
+            Kind::Hit => "h",
+            Kind::Miss => "m",
+            Kind::Uncacheable => "u",
+            Kind::Error => "e",
+        }
+    }
+
+    fn from_letter(s: &str) -> Option<Kind> {
+        Some(match s {
+            "h" => Kind::Hit,
+            "m" => Kind::Miss,
+            "u" => Kind::Uncacheable,
+            "e" => Kind::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// How a log lays out the fields after an event's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The store's counters: `kind count ms reason`.
+    Counters,
+    /// A session log ([`append_to_session`]): `kind reason subject`, one event per line; the
+    /// subject (what the event was about, such as a file name) is the rest of the line.
+    Session,
+}
+
+/// One well-formed line of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// What happened.
+    pub kind: Kind,
+    /// How many events the line stands for (1 in a session log).
+    pub count: u64,
+    /// Time saved by hits or spent on misses, in milliseconds (0 in a session log).
+    pub ms: u64,
+    /// Why, or how: never empty, no whitespace (`-` when there is nothing to say).
+    pub reason: &'a str,
+}
+
+/// The well-formed lines of the log `text`, laid out as `layout` says. A damaged line (not
+/// UTF-8, a field missing or too many, an empty reason, an unknown kind, a count that is no
+/// number) is skipped, so it costs only itself.
+pub fn lines(text: &[u8], layout: Layout) -> impl Iterator<Item = Line<'_>> {
+    text.split(|&b| b == b'\n')
+        .filter_map(move |line| parse(line, layout))
+}
+
+fn parse(line: &[u8], layout: Layout) -> Option<Line<'_>> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (kind, count, ms, reason) = match layout {
+        Layout::Counters => {
+            let mut it = line.split(' ');
+            let (Some(kind), Some(n), Some(ms), Some(reason), None) =
+                (it.next(), it.next(), it.next(), it.next(), it.next())
+            else {
+                return None;
+            };
+            (kind, n.parse().ok()?, ms.parse().ok()?, reason)
+        }
+        Layout::Session => {
+            let mut it = line.splitn(3, ' ');
+            let (Some(kind), Some(reason), Some(_subject)) = (it.next(), it.next(), it.next())
+            else {
+                return None;
+            };
+            (kind, 1, 0, reason)
+        }
+    };
+    if reason.is_empty() {
+        return None;
+    }
+    Some(Line {
+        kind: Kind::from_letter(kind)?,
+        count,
+        ms,
+        reason,
+    })
+}
+
+/// `reason` as one field of a line: whitespace becomes `_`.
+fn token(reason: &str) -> String {
+    reason.replace(|c: char| c.is_whitespace(), "_")
+}
+
+/// Appends one event to the session log at `path` ([`Layout::Session`]): `reason` with its
+/// whitespace made `_`, and `subject` written as UTF-8 (lossily, so the line stays readable
+/// whatever bytes a file name holds).
+pub fn append_to_session(path: &Path, kind: Kind, reason: &str, subject: &[u8]) -> io::Result<()> {
+    let mut line = format!("{} {} ", kind.letter(), token(reason)).into_bytes();
+    line.extend_from_slice(subject);
+    line.push(b'\n');
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(String::from_utf8_lossy(&line).as_bytes())
 }
 
 /// Totals over all recorded events.
@@ -63,44 +187,28 @@ impl Totals {
         }
     }
 
-    /// Folds log lines into the totals; malformed lines (a damaged log) are skipped.
-    pub fn add_log(&mut self, text: &str) {
-        self.add_log_bytes(text.as_bytes());
-    }
-
-    /// [`Totals::add_log`] on the raw bytes of a log: a line that is not UTF-8 (one damaged
-    /// byte) is skipped like any other malformed line, and the rest still count.
-    pub fn add_log_bytes(&mut self, text: &[u8]) {
-        for line in text.split(|&b| b == b'\n') {
-            let Ok(line) = std::str::from_utf8(line) else {
-                continue;
-            };
-            let mut it = line.split(' ');
-            let (Some(kind), Some(n), Some(ms), Some(reason), None) =
-                (it.next(), it.next(), it.next(), it.next(), it.next())
-            else {
-                continue;
-            };
-            let (Ok(n), Ok(ms)) = (n.parse::<u64>(), ms.parse::<u64>()) else {
-                continue;
-            };
-            if reason.is_empty() {
-                continue;
-            }
-            // Saturating: a damaged count must not overflow (and panic) every later reader.
-            let add = |total: &mut u64, v: u64| *total = total.saturating_add(v);
-            match kind {
-                "h" => {
-                    add(&mut self.hits, n);
-                    add(&mut self.saved_ms, ms);
+    /// Folds the counters' log `text` into the totals (damaged lines skipped, see [`lines`]).
+    fn add_log(&mut self, text: &[u8]) {
+        // Saturating: a damaged count must not overflow (and panic) every later reader.
+        let add = |total: &mut u64, v: u64| *total = total.saturating_add(v);
+        for l in lines(text, Layout::Counters) {
+            match l.kind {
+                Kind::Hit => {
+                    add(&mut self.hits, l.count);
+                    add(&mut self.saved_ms, l.ms);
                 }
-                "m" => {
-                    add(&mut self.misses, n);
-                    add(&mut self.miss_ms, ms);
+                Kind::Miss => {
+                    add(&mut self.misses, l.count);
+                    add(&mut self.miss_ms, l.ms);
                 }
-                "u" => add(self.uncacheable.entry(reason.to_string()).or_default(), n),
-                "e" => add(self.errors.entry(reason.to_string()).or_default(), n),
-                _ => {}
+                Kind::Uncacheable => add(
+                    self.uncacheable.entry(l.reason.to_string()).or_default(),
+                    l.count,
+                ),
+                Kind::Error => add(
+                    self.errors.entry(l.reason.to_string()).or_default(),
+                    l.count,
+                ),
             }
         }
     }
@@ -136,12 +244,6 @@ impl Stats {
         }
     }
 
-    /// Appends one event to the log at `path` (also usable for a per-build event log).
-    pub fn append(path: &Path, line: &str) -> io::Result<()> {
-        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-        f.write_all(line.as_bytes())
-    }
-
     /// Records an event in this store's counters. The log is opened with `O_NOFOLLOW`, so a
     /// link planted in a shared store makes the append fail instead of writing to its target
     /// (`O_CREAT` without `O_EXCL` is enough here: with `O_NOFOLLOW` it never follows the last
@@ -161,14 +263,14 @@ impl Stats {
         let mut t = Totals::default();
         for p in [&self.summary, &self.log] {
             if let Ok(s) = crate::read_file(p) {
-                t.add_log_bytes(&s);
+                t.add_log(&s);
             }
         }
         t
     }
 
     /// Folds the event log into the summary, so the log does not grow without bound.
-    pub fn compact(&self) -> io::Result<()> {
+    pub(crate) fn compact(&self) -> io::Result<()> {
         let moving = self.log.with_extension("log.compacting");
         match fs::rename(&self.log, &moving) {
             Ok(()) => {}
@@ -178,7 +280,7 @@ impl Stats {
         let mut t = Totals::default();
         for p in [&self.summary, &moving] {
             if let Ok(s) = crate::read_file(p) {
-                t.add_log_bytes(&s);
+                t.add_log(&s);
             }
         }
         crate::atomic_write(&self.summary, t.to_log().as_bytes())?;
@@ -186,7 +288,7 @@ impl Stats {
     }
 
     /// Forgets every counter.
-    pub fn reset(&self) -> io::Result<()> {
+    pub(crate) fn reset(&self) -> io::Result<()> {
         for p in [&self.summary, &self.log] {
             match fs::remove_file(p) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -214,7 +316,9 @@ mod tests {
         s.compact().unwrap();
         s.record(&Event::Hit { saved_ms: 5 }).unwrap();
         fs::write(dir.path().join("junk"), "x").unwrap();
-        Stats::append(&dir.path().join("stats.log"), "garbage line\n").unwrap();
+        let mut log = fs::read(dir.path().join("stats.log")).unwrap();
+        log.extend_from_slice(b"garbage line\n");
+        fs::write(dir.path().join("stats.log"), log).unwrap();
         let t = s.totals();
         assert_eq!((t.hits, t.misses, t.saved_ms, t.miss_ms), (2, 1, 15, 30));
         assert_eq!(t.uncacheable.get("stdin_input"), Some(&1));
@@ -250,5 +354,33 @@ mod tests {
         assert!(s.record(&Event::Hit { saved_ms: 1 }).is_err());
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert_eq!(s.totals().hits, 0);
+    }
+
+    #[test]
+    fn session_logs_read_with_the_same_grammar() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("session.log");
+        append_to_session(&log, Kind::Hit, "deps", b"a.o").unwrap();
+        append_to_session(&log, Kind::Error, "no space\tleft", b"/with space/\xff.o").unwrap();
+        let mut text = fs::read(&log).unwrap();
+        assert_eq!(
+            text,
+            "h deps a.o\ne no_space_left /with space/\u{fffd}.o\n".as_bytes()
+        );
+        // Damaged: not UTF-8, no subject, no reason, an unknown kind.
+        text.extend_from_slice(b"u \xff a.o\nh deps\nm  b.o\nzz - c.o\nu why d.o\n");
+        let read: Vec<(Kind, &str)> = lines(&text, Layout::Session)
+            .map(|l| (l.kind, l.reason))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (Kind::Hit, "deps"),
+                (Kind::Error, "no_space_left"),
+                (Kind::Uncacheable, "why")
+            ]
+        );
+        // A session's line is no line of the counters.
+        assert_eq!(lines(b"h deps a.o\n", Layout::Counters).count(), 0);
     }
 }

@@ -368,187 +368,231 @@ fn preprocessor_list(list: &str, dep: &mut DepOptions) -> Result<(), &'static st
 
 /// Classifies `args` (without argv[0]).
 pub fn classify(args: &[OsString]) -> Call {
-    let mut compile = false;
-    let mut output: Option<PathBuf> = None;
-    let mut inputs: Vec<PathBuf> = Vec::new();
-    let mut dep = DepOptions::default();
-    let mut debug = false;
-    let mut record_switches = false;
-    let mut macro_maps: Vec<Vec<u8>> = Vec::new();
-    let mut debug_maps: Vec<Vec<u8>> = Vec::new();
-    let mut extra_inputs = Vec::new();
-    let mut output_arg = 0;
-    let mut forced_includes = false;
-    let mut preprocess = false;
-    let mut colour_set = false;
+    let mut line = Line::default();
     let mut i = 0;
     while i < args.len() {
+        i = match line.take(args, i) {
+            Ok(next) => next,
+            Err(why) => return Call::Uncacheable(why),
+        };
+    }
+    match line.finish() {
+        Ok(c) => Call::Compile(c),
+        Err(why) => Call::Uncacheable(why),
+    }
+}
+
+/// What [`classify`] has read of a command line so far. `Err` in its steps is the reason the
+/// call is not cacheable.
+#[derive(Default)]
+struct Line {
+    /// `-c` or `-S`.
+    compile: bool,
+    /// `-E`: cacheable only as a probe (cc-version.sh), decided once the input is known.
+    preprocess: bool,
+    output: Option<PathBuf>,
+    output_arg: usize,
+    inputs: Vec<PathBuf>,
+    dep: DepOptions,
+    debug: bool,
+    record_switches: bool,
+    /// The `old` sides of the prefix maps that cover `__FILE__` and the like.
+    macro_maps: Vec<Vec<u8>>,
+    /// The `old` sides of the prefix maps that cover debug info.
+    debug_maps: Vec<Vec<u8>>,
+    extra_inputs: Vec<PathBuf>,
+    forced_includes: bool,
+    colour_set: bool,
+}
+
+impl Line {
+    /// Reads the argument at `i` (with its value, if it takes one) and returns the index of the
+    /// next.
+    fn take(&mut self, args: &[OsString], i: usize) -> Result<usize, &'static str> {
         let a = s(&args[i]);
         if a == "\u{fffd}" {
-            return Call::Uncacheable("non-UTF-8 argument");
+            return Err("non-UTF-8 argument");
         }
         if a.starts_with('@') {
-            return Call::Uncacheable("response file (@file)");
+            return Err("response file (@file)");
         }
         if a == "-" || !a.starts_with('-') {
-            inputs.push(PathBuf::from(&args[i]));
-            i += 1;
-            continue;
+            self.inputs.push(PathBuf::from(&args[i]));
+            return Ok(i + 1);
         }
         if a == "-E" {
-            // Cacheable only as a probe (cc-version.sh): decided once the input is known.
-            preprocess = true;
-            i += 1;
-            continue;
+            self.preprocess = true;
+            return Ok(i + 1);
         }
         if let Some(why) = refused(a) {
-            return Call::Uncacheable(why);
+            return Err(why);
         }
         if let Some((o, spelling)) = find_opt(a) {
-            let (value, value_arg, next) = match spelling {
-                Spelling::Separate => match args.get(i + 1) {
-                    Some(v) => (s(v), i + 1, i + 2),
-                    None => return Call::Uncacheable("flag without its value"),
-                },
-                Spelling::Inline(at) => (&a[at..], i, i + 1),
-            };
-            if value == "\u{fffd}" {
-                return Call::Uncacheable("non-UTF-8 argument");
-            }
-            // A glued value that looks like a flag (`-I-`, clang's `-include-pch`) may be read
-            // otherwise by another compiler; `-o-` (stdout) is the one kept.
-            if matches!(spelling, Spelling::Inline(_))
-                && value.starts_with('-')
-                && !(o.role == Role::Output && value == "-")
-            {
-                return Call::Uncacheable("ambiguous option");
-            }
-            match o.role {
-                Role::Output => {
-                    if output.is_some() {
-                        return Call::Uncacheable("several -o outputs");
-                    }
-                    output = Some(PathBuf::from(value));
-                    output_arg = value_arg;
-                }
-                Role::Lang => {
-                    if !cacheable_lang(value) {
-                        return Call::Uncacheable("unsupported language (-x)");
-                    }
-                }
-                Role::DepFile => {
-                    dep.repeated |= dep.mf.is_some();
-                    dep.mf = Some(PathBuf::from(value));
-                }
-                Role::ForcedInclude => forced_includes = true,
-                Role::Keyed => {}
-                Role::PassThrough => return Call::Uncacheable("pass-through flags (-X)"),
-            }
-            i = next;
-            continue;
+            return self.option(args, i, o, spelling);
         }
+        self.flag(a)?;
+        Ok(i + 1)
+    }
+
+    /// Reads the option `o` with a value, spelled as `spelling` at `args[i]`; returns the index
+    /// of the argument after it.
+    fn option(
+        &mut self,
+        args: &[OsString],
+        i: usize,
+        o: &Opt,
+        spelling: Spelling,
+    ) -> Result<usize, &'static str> {
+        let a = s(&args[i]);
+        let (value, value_arg, next) = match spelling {
+            Spelling::Separate => match args.get(i + 1) {
+                Some(v) => (s(v), i + 1, i + 2),
+                None => return Err("flag without its value"),
+            },
+            Spelling::Inline(at) => (&a[at..], i, i + 1),
+        };
+        if value == "\u{fffd}" {
+            return Err("non-UTF-8 argument");
+        }
+        // A glued value that looks like a flag (`-I-`, clang's `-include-pch`) may be read
+        // otherwise by another compiler; `-o-` (stdout) is the one kept.
+        if matches!(spelling, Spelling::Inline(_))
+            && value.starts_with('-')
+            && !(o.role == Role::Output && value == "-")
+        {
+            return Err("ambiguous option");
+        }
+        match o.role {
+            Role::Output => {
+                if self.output.is_some() {
+                    return Err("several -o outputs");
+                }
+                self.output = Some(PathBuf::from(value));
+                self.output_arg = value_arg;
+            }
+            Role::Lang if !cacheable_lang(value) => return Err("unsupported language (-x)"),
+            Role::DepFile => {
+                self.dep.repeated |= self.dep.mf.is_some();
+                self.dep.mf = Some(PathBuf::from(value));
+            }
+            Role::ForcedInclude => self.forced_includes = true,
+            Role::Lang | Role::Keyed => {}
+            Role::PassThrough => return Err("pass-through flags (-X)"),
+        }
+        Ok(next)
+    }
+
+    /// Reads a flag without a value of its own (one argument).
+    fn flag(&mut self, a: &str) -> Result<(), &'static str> {
         if KNOWN_FLAGS.contains(&a) {
             match a {
                 // -S (assembly out, e.g. kbuild's asm-offsets.s) is as cacheable as -c; both
                 // are in the key, so their results never mix.
-                "-c" | "-S" => compile = true,
-                "-MD" | "-MMD" => dep.requested = true,
+                "-c" | "-S" => self.compile = true,
+                "-MD" | "-MMD" => self.dep.requested = true,
                 _ => {}
             }
         } else if let Some(list) = a.strip_prefix("-Wp,") {
-            if let Err(why) = preprocessor_list(list, &mut dep) {
-                return Call::Uncacheable(why);
-            }
+            preprocessor_list(list, &mut self.dep)?;
         } else if let Some(list) = a.strip_prefix("-Wa,") {
-            for p in list.split(',') {
-                if p.starts_with("-a") || p.starts_with("--MD") || p == "-MD" {
-                    return Call::Uncacheable("assembler listing or depfile (-Wa,)");
-                }
-                if p == "-g" || p.starts_with("--gdwarf") || p.starts_with("-gdwarf") {
-                    debug = true;
-                }
-            }
+            self.debug |= assembler_list(list)?;
         } else if a.starts_with("-g") {
-            debug |= a != "-g0";
+            self.debug |= a != "-g0";
         } else if a == "-frecord-gcc-switches" {
-            record_switches = true;
+            self.record_switches = true;
         } else if let Some(m) = a.strip_prefix("-fmacro-prefix-map=") {
-            macro_maps.push(map_old(m));
+            self.macro_maps.push(map_old(m));
         } else if let Some(m) = a.strip_prefix("-fdebug-prefix-map=") {
-            debug_maps.push(map_old(m));
+            self.debug_maps.push(map_old(m));
         } else if let Some(m) = a.strip_prefix("-ffile-prefix-map=") {
-            macro_maps.push(map_old(m));
-            debug_maps.push(map_old(m));
+            self.macro_maps.push(map_old(m));
+            self.debug_maps.push(map_old(m));
         } else if let Some(p) = a.strip_prefix("-fplugin=") {
-            extra_inputs.push(PathBuf::from(p));
+            self.extra_inputs.push(PathBuf::from(p));
         } else if !KNOWN_PREFIXES.iter().any(|k| a.starts_with(k)) {
-            return Call::Uncacheable("unknown flag");
+            return Err("unknown flag");
         }
-        colour_set |= a.starts_with("-fdiagnostics-color")
+        self.colour_set |= a.starts_with("-fdiagnostics-color")
             || a == "-fno-diagnostics-color"
             || a == "-fcolor-diagnostics"
             || a == "-fno-color-diagnostics";
-        i += 1;
+        Ok(())
     }
-    let probe = match inputs.as_slice() {
-        [one] if one.as_os_str() == "/dev/null" => Some(Probe::DevNull),
-        [one] if one.as_os_str() == "-" => Some(Probe::Stdin),
-        _ => None,
-    };
-    if preprocess {
-        if probe.is_none() {
-            return Call::Uncacheable("preprocess only (-E)");
+
+    /// The compile the whole line asks for, if it is one pik can cache.
+    fn finish(mut self) -> Result<Compile, &'static str> {
+        let probe = match self.inputs.as_slice() {
+            [one] if one.as_os_str() == "/dev/null" => Some(Probe::DevNull),
+            [one] if one.as_os_str() == "-" => Some(Probe::Stdin),
+            _ => None,
+        };
+        if self.preprocess {
+            if probe.is_none() {
+                return Err("preprocess only (-E)");
+            }
+            if self.output.is_none() {
+                // -E writes to stdout unless told otherwise.
+                self.output = Some(PathBuf::from("-"));
+                self.output_arg = usize::MAX;
+            }
+        } else if !self.compile {
+            return Err("not a compile (no -c or -S: link or query)");
         }
-        if output.is_none() {
-            // -E writes to stdout unless told otherwise.
-            output = Some(PathBuf::from("-"));
-            output_arg = usize::MAX;
+        let input = match self.inputs.len() {
+            0 => return Err("no input file"),
+            1 => self.inputs.pop().unwrap(),
+            _ => return Err("several input files"),
+        };
+        let output = self.output.take().ok_or("no -o output")?;
+        if probe.is_none() && output.as_os_str() == "/dev/null" {
+            return Err("output to /dev/null");
         }
-    } else if !compile {
-        return Call::Uncacheable("not a compile (no -c or -S: link or query)");
+        if probe.is_none() && output.as_os_str() == "-" {
+            return Err("object to stdout");
+        }
+        let depfile = std::mem::take(&mut self.dep).resolve(&output)?;
+        Ok(Compile {
+            input,
+            output,
+            depfile,
+            debug: self.debug,
+            portable: self.portable(),
+            extra_inputs: self.extra_inputs,
+            probe,
+            output_arg: self.output_arg,
+            forced_includes: self.forced_includes,
+            colour_set: self.colour_set,
+            colour: false,
+        })
     }
-    let input = match inputs.len() {
-        0 => return Call::Uncacheable("no input file"),
-        1 => inputs.pop().unwrap(),
-        _ => return Call::Uncacheable("several input files"),
-    };
-    let Some(output) = output else {
-        return Call::Uncacheable("no -o output");
-    };
-    if probe.is_none() && output.as_os_str() == "/dev/null" {
-        return Call::Uncacheable("output to /dev/null");
-    }
-    if probe.is_none() && output.as_os_str() == "-" {
-        return Call::Uncacheable("object to stdout");
-    }
-    let depfile = match dep.resolve(&output) {
-        Ok(d) => d,
-        Err(why) => return Call::Uncacheable(why),
-    };
-    // A prefix may be written portably only if every way it reaches the output is remapped:
-    // __FILE__ always (macro maps), and DWARF too when debug info is on (debug maps).
-    let portable = if record_switches {
-        Vec::new()
-    } else {
-        macro_maps
+
+    /// The prefixes that may be written portably: those remapped on every way they reach the
+    /// output, `__FILE__` always (macro maps) and DWARF too when debug info is on (debug maps).
+    fn portable(&self) -> Vec<Vec<u8>> {
+        if self.record_switches {
+            return Vec::new();
+        }
+        self.macro_maps
             .iter()
-            .filter(|m| m.starts_with(b"/") && (!debug || debug_maps.contains(m)))
+            .filter(|m| m.starts_with(b"/") && (!self.debug || self.debug_maps.contains(m)))
             .cloned()
             .collect()
-    };
-    Call::Compile(Compile {
-        input,
-        output,
-        depfile,
-        debug,
-        portable,
-        extra_inputs,
-        probe,
-        output_arg,
-        forced_includes,
-        colour_set,
-        colour: false,
-    })
+    }
+}
+
+/// Reads a `-Wa,` list (options handed to the assembler); returns whether it turns debug info
+/// on.
+fn assembler_list(list: &str) -> Result<bool, &'static str> {
+    let mut debug = false;
+    for p in list.split(',') {
+        if p.starts_with("-a") || p.starts_with("--MD") || p == "-MD" {
+            return Err("assembler listing or depfile (-Wa,)");
+        }
+        if p == "-g" || p.starts_with("--gdwarf") || p.starts_with("-gdwarf") {
+            debug = true;
+        }
+    }
+    Ok(debug)
 }
 
 /// The `old` side of `old=new`, without a trailing slash.

@@ -1,5 +1,6 @@
-//! Make-style dependency files as gcc writes them (`target: dep dep \\` continued lines, spaces
-//! escaped with a backslash): the list of files that shaped an object.
+//! The files that shaped an object, as they are written down: make-style dependency files as gcc
+//! writes them (`target: dep dep \\` continued lines, spaces escaped with a backslash), and the
+//! `.incbin` directives in sources and headers, whose files the depfile does not list.
 
 use std::path::PathBuf;
 
@@ -64,6 +65,40 @@ fn find_rule_colon(line: &[u8]) -> Option<usize> {
     })
 }
 
+/// The hash table's attribute for a file: 1 when it mentions `.incbin` anywhere.
+pub fn mentions_incbin(text: &[u8]) -> u64 {
+    memchr::memmem::find(text, b".incbin").is_some() as u64
+}
+
+/// The files named by `.incbin "file"` directives in a source or header (also as they appear
+/// inside C `asm()` strings, with escaped quotes). A directive whose operand is not a literal
+/// string cannot be followed, so the call is not cacheable.
+pub fn incbin_files(text: &[u8]) -> Result<Vec<PathBuf>, &'static str> {
+    const NEEDLE: &[u8] = b".incbin";
+    let mut found = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = memchr::memmem::find(&text[i..], NEEDLE) {
+        let mut k = i + pos + NEEDLE.len();
+        i = k;
+        while k < text.len() && (text[k] == b' ' || text[k] == b'\t') {
+            k += 1;
+        }
+        if text.get(k) == Some(&b'\\') {
+            k += 1;
+        }
+        if text.get(k) != Some(&b'"') {
+            return Err(".incbin of a computed name");
+        }
+        k += 1;
+        let start = k;
+        while k < text.len() && text[k] != b'"' && text[k] != b'\\' && text[k] != b'\n' {
+            k += 1;
+        }
+        found.push(super::args::path(text[start..k].to_vec()));
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +117,22 @@ mod tests {
             ]
         );
         assert!(prerequisites(b"no rule here").is_none());
+    }
+
+    #[test]
+    fn finds_incbin_operands() {
+        let c = br#"asm("	.incbin \"kernel/config_data.gz\"	\n");"#;
+        assert_eq!(
+            incbin_files(c).unwrap(),
+            vec![PathBuf::from("kernel/config_data.gz")]
+        );
+        assert_eq!(
+            incbin_files(b"  .incbin \"arch/arm64/kernel/vdso/vdso.so\"\n").unwrap(),
+            vec![PathBuf::from("arch/arm64/kernel/vdso/vdso.so")]
+        );
+        assert!(incbin_files(b".incbin __stringify(INITRAMFS_IMAGE)").is_err());
+        assert!(incbin_files(b"no directives").unwrap().is_empty());
+        assert_eq!(mentions_incbin(b"x .incbin y"), 1);
+        assert_eq!(mentions_incbin(b"incbin"), 0);
     }
 }
