@@ -4,7 +4,7 @@
 //! wrapper, `pik build` and `pik cache` all ask here.
 
 use super::{args, compiler};
-use pik_cache::{Digest, Sharing, Store};
+use pik_cache::{Digest, Sharing};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -107,22 +107,6 @@ pub fn cache_sharing() -> Sharing {
         Some(v) if !v.is_empty() && v != "0" => Sharing::Shared,
         _ => Sharing::Private,
     }
-}
-
-/// Opens the object store for `pik cache …` and the build's upkeep, refusing a directory
-/// others can write unless it is shared (see [`cache_sharing`]).
-pub fn open_store() -> anyhow::Result<Store> {
-    let dir = store_dir()?;
-    Store::open_with(&dir, cache_sharing()).map_err(|e| match pik_cache::untrusted(&e) {
-        Some(u) => anyhow::anyhow!(
-            "refusing the object cache: {u}; whoever can write it can plant objects in your \
-             builds. Fix its owner and mode, use another PIK_CACHE_DIR, or set {SHARED_ENV}=1 \
-             if everyone who can write it is trusted"
-        ),
-        None => {
-            anyhow::Error::new(e).context(format!("opening the object cache at {}", dir.display()))
-        }
-    })
 }
 
 /// Set by `pik build` to `<name>=<absolute path>`: the real compiler its masquerade link `name`

@@ -30,13 +30,13 @@ mod record;
 mod summary;
 
 pub use env::{
-    cache_sharing, compiler_env, masquerade_dir, open_store, source_tree_env, store_dir,
-    COMPILER_ENV, DISABLE_ENV, SESSION_LOG_ENV, SHARED_ENV, STORE_ENV, TREE_ENV,
+    compiler_env, masquerade_dir, source_tree_env, COMPILER_ENV, SESSION_LOG_ENV, SHARED_ENV,
+    STORE_ENV, TREE_ENV,
 };
-pub use summary::{StoreProblem, Summary};
+pub use summary::Summary;
 
 use args::{Call, Compile, Probe};
-use env::SourceTree;
+use env::{cache_sharing, store_dir, SourceTree};
 use pik_cache::filehash::{self, FileHashCache};
 use pik_cache::stats::Event;
 use pik_cache::{Digest, Store};
