@@ -79,7 +79,9 @@ fn timed<T>(timings: &mut Timings, phase: &str, f: impl FnOnce() -> Result<T>) -
 /// `pik build`: the output's manifest, or None with `--config-only`.
 pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
     let started = Instant::now();
-    let mut plan = Plan::resolve(opt)?;
+    rep.phase("source", "reading every input and hashing the kernel source");
+    let mut timings = Timings::new();
+    let mut plan = timed(&mut timings, "source", || Plan::resolve(opt))?;
     let mut dests = Destinations::claim(opt, &plan)?;
     if opt.config_only {
         configure_only(opt, &mut plan, rep)?;
@@ -95,7 +97,7 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
             return Ok(Some(m));
         }
     }
-    let m = fresh(opt, &mut plan, &mut dests, key.ok(), started, rep)?;
+    let m = fresh(opt, &mut plan, &mut dests, key.ok(), (started, timings), rep)?;
     Ok(Some(m))
 }
 
@@ -105,10 +107,9 @@ fn fresh(
     plan: &mut Plan,
     dests: &mut Destinations,
     key: Option<String>,
-    started: Instant,
+    (started, mut timings): (Instant, Timings),
     rep: &mut Reporter,
 ) -> Result<Manifest> {
-    let mut timings = Timings::new();
     let prepared = prepare(opt, plan, rep, &mut timings)?;
     let kb = &prepared.kbuild;
     if dests.dev.is_some() && !output::dev::supported(&kb.tree) {
