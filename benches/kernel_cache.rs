@@ -391,7 +391,7 @@ fn main() {
     let tree_env = pik::wrapper::source_tree_env(&key, &tree);
     // Found on this PATH, which has no masquerade dir yet.
     let compiler_env = pik::wrapper::compiler_env(
-        "aarch64-linux-gnu-gcc",
+        &["aarch64-linux-gnu-gcc".to_string()],
         &std::env::var_os("PATH").unwrap_or_default(),
     )
     .expect("aarch64-linux-gnu-gcc on PATH");

@@ -263,6 +263,15 @@ fn warm_build_in_other_dirs_hits_and_is_identical() {
     let c = &m["cache"];
     let (hits, misses) = (c["hits"].as_u64().unwrap(), c["misses"].as_u64().unwrap());
     assert!(hits * 100 >= (hits + misses) * 99, "{c}");
+    // Same inputs as the shared build: Kconfig's result comes from the Kconfig memo (no
+    // fragments were merged in this build dir), and the host programs kbuild builds in every
+    // fresh build dir (fixdep, modpost, dtc) from the object cache.
+    assert!(
+        !same.join("build/pik-fragments").exists(),
+        "Kconfig ran again"
+    );
+    assert!(c["host_hits"].as_u64().unwrap() >= 10, "{c}");
+    assert_eq!(c["host_misses"], 0, "{c}");
     let hows = hit_reasons(&same.join("build/pik-cache.log"));
     eprintln!("same workspace: {hows:?}, {misses} misses");
     assert!(

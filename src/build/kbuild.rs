@@ -112,7 +112,7 @@ impl Kbuild {
             let root = std::fs::canonicalize(&ws.tree)
                 .with_context(|| format!("resolving {}", ws.tree.display()))?;
             (
-                Some(crate::wrapper::masquerade_dir(&[plan.toolchain.cc_name()])?),
+                Some(crate::wrapper::masquerade_dir(&plan.toolchain.wrapped())?),
                 Some(cache_log),
                 Some(crate::wrapper::source_tree_env(&ws.key, &root)),
             )
@@ -162,11 +162,15 @@ impl Kbuild {
             &std::env::var_os("PATH").unwrap_or_default(),
         ));
         cmd.env_remove(crate::wrapper::COMPILER_ENV);
+        cmd.env_remove(crate::wrapper::HOST_CC_ENV);
         if let Ok(p) = std::env::join_paths(path) {
             if self.masquerade.is_some() {
-                let name = self.toolchain.cc_name();
-                if let Some((k, v)) = crate::wrapper::compiler_env(&name, &p) {
+                let wrapped = self.toolchain.wrapped();
+                if let Some((k, v)) = crate::wrapper::compiler_env(&wrapped, &p) {
                     cmd.env(k, v);
+                }
+                if let [_, host] = wrapped.as_slice() {
+                    cmd.env(crate::wrapper::HOST_CC_ENV, host);
                 }
             }
             cmd.env("PATH", p);

@@ -309,7 +309,8 @@ pub fn verify(
     for sym in unmet {
         let r = &wanted[sym];
         let def = defs.get(sym.as_str());
-        if overridden_in_choice(sym, r, def, &wanted, &have) {
+        // A setting that defines the target is never given up for another choice member.
+        if !defining.contains(sym) && overridden_in_choice(sym, r, def, &wanted, &have) {
             continue;
         }
         let got = have.get(sym).map(|s| s.as_str()).unwrap_or("it not set");
@@ -327,7 +328,16 @@ pub fn verify(
                 "{line}: your settings win over pik's built-in value ({})",
                 user_causes(d, &defs, &user)
             )),
-            _ => errors.push(format!("  {line}{}", why_dropped(have.get(sym), def))),
+            _ => {
+                let why = why_dropped(have.get(sym), def);
+                let yours = match def {
+                    Some(d) if r.asker != Asker::User && !user.is_empty() => {
+                        format!(" (your settings: {})", user_causes(d, &defs, &user))
+                    }
+                    _ => String::new(),
+                };
+                errors.push(format!("  {line}{why}{yours}"));
+            }
         }
     }
     if !errors.is_empty() {
@@ -430,7 +440,9 @@ fn user_causes(
         }
     }
     let mut seen = std::collections::BTreeSet::new();
+    // What it depends on, and the other members of its choice (one of them chosen wins).
     let mut frontier: Vec<String> = dep_symbols(def);
+    frontier.extend(def.choice.iter().cloned());
     let mut causes = Vec::new();
     for _ in 0..8 {
         let mut next = Vec::new();
@@ -539,7 +551,9 @@ fn read_kconfig(rel: &str, text: &str) -> KconfigFile {
     let mut current: Option<usize> = None;
     let mut choice: Option<Vec<String>> = None;
     let mut ifs: Vec<String> = Vec::new();
-    for line in text.lines() {
+    // Lines continued with a backslash are one statement (`select X \` / `if Y`).
+    let joined = text.replace("\\\n", " ");
+    for line in joined.lines() {
         let t = line.trim();
         let word = t.split_whitespace().next().unwrap_or("");
         match word {

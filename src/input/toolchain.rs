@@ -52,6 +52,19 @@ impl Toolchain {
         (dir, v)
     }
 
+    /// The compilers a build routes through the object cache: the target's C compiler and the
+    /// host's (`HOSTCC`: kbuild's host programs — fixdep, modpost, dtc, Kconfig — are compiled
+    /// in every fresh build dir too).
+    pub fn wrapped(&self) -> Vec<String> {
+        let cc = self.cc_name();
+        let host = if self.llvm { "clang" } else { "gcc" };
+        let mut names = vec![cc];
+        if !names.iter().any(|n| n == host) {
+            names.push(host.to_string());
+        }
+        names
+    }
+
     /// The name kbuild calls the C compiler by (what a masquerade link must be named).
     pub fn cc_name(&self) -> String {
         if self.llvm {

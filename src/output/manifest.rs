@@ -108,6 +108,12 @@ pub struct CacheRecord {
     pub probe_hits: u64,
     /// Compiler probes that ran.
     pub probe_misses: u64,
+    /// Host programs' compiles (fixdep, modpost, dtc, Kconfig's) answered from the cache.
+    #[serde(default)]
+    pub host_hits: u64,
+    /// Host programs' compiles that ran.
+    #[serde(default)]
+    pub host_misses: u64,
     /// hits / (hits + misses).
     pub hit_rate: f64,
 }

@@ -36,6 +36,8 @@ pub struct Compile {
     /// Set by the wrapper (never by [`classify`]): the compiler is run with
     /// [`COLOUR_ALWAYS`] because pik's own stderr is a terminal, and the key says so.
     pub colour: bool,
+    /// A compile by the host's compiler (set by the caller, not read from the command line).
+    pub host: bool,
 }
 
 /// The flag the wrapper adds when it captures the diagnostics of a compile whose caller sees
@@ -563,6 +565,7 @@ impl Line {
             forced_includes: self.forced_includes,
             colour_set: self.colour_set,
             colour: false,
+            host: false,
         })
     }
 

@@ -113,24 +113,45 @@ pub fn cache_sharing() -> Sharing {
 /// stands for, found once on the build's PATH instead of by every wrapped call (a dozen `stat`s).
 pub const COMPILER_ENV: &str = "PIK_COMPILER";
 
-/// The [`COMPILER_ENV`] setting for the compiler `name` on the search path `path` (a PATH value,
-/// masquerade dir included: pik's own links are skipped as the wrapper skips them).
-pub fn compiler_env(name: &str, path: &OsStr) -> Option<(&'static str, OsString)> {
-    let real = compiler::resolve_on(OsStr::new(name), path).ok()?;
-    let mut v = OsString::from(format!("{name}="));
-    v.push(real);
-    Some((COMPILER_ENV, v))
+/// Set by `pik build` to the name of the host's compiler (`HOSTCC`, `gcc`) when it differs from
+/// the target's: its compiles (kbuild's host programs) are counted apart from the kernel's.
+pub const HOST_CC_ENV: &str = "PIK_HOST_CC";
+
+/// Whether `name` is the host compiler [`HOST_CC_ENV`] names.
+pub(super) fn is_host_compiler(name: &OsStr) -> bool {
+    std::env::var_os(HOST_CC_ENV).is_some_and(|h| h == name)
+}
+
+/// The [`COMPILER_ENV`] setting for the compilers `names` on the search path `path` (a PATH
+/// value, masquerade dir included: pik's own links are skipped as the wrapper skips them): one
+/// `name=path` line each. A name not found, or a path with a line break, is left out (the
+/// wrapper then walks PATH for it).
+pub fn compiler_env(names: &[String], path: &OsStr) -> Option<(&'static str, OsString)> {
+    let mut v = OsString::new();
+    for name in names {
+        let Ok(real) = compiler::resolve_on(OsStr::new(name), path) else {
+            continue;
+        };
+        if real.as_os_str().as_bytes().contains(&b'\n') {
+            continue;
+        }
+        if !v.is_empty() {
+            v.push("\n");
+        }
+        v.push(format!("{name}="));
+        v.push(real);
+    }
+    (!v.is_empty()).then_some((COMPILER_ENV, v))
 }
 
 /// The real compiler [`COMPILER_ENV`] names for `name`, if it names one.
 pub(super) fn compiler_from_env(name: &OsStr) -> Option<PathBuf> {
     let v = std::env::var_os(COMPILER_ENV)?;
-    let rest = v
-        .as_bytes()
-        .strip_prefix(name.as_bytes())?
-        .strip_prefix(b"=")?;
-    rest.starts_with(b"/")
-        .then(|| PathBuf::from(OsStr::from_bytes(rest)))
+    v.as_bytes().split(|&b| b == b'\n').find_map(|line| {
+        let rest = line.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        rest.starts_with(b"/")
+            .then(|| PathBuf::from(OsStr::from_bytes(rest)))
+    })
 }
 
 /// Makes (or reuses) the masquerade dir for a build: links named like each compiler in `names`,

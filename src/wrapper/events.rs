@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 /// The session log's reason for a probe's hit or miss (kept apart from real compiles').
 pub(super) const PROBE: &str = "probe";
 
+/// The session log's reason for a host program's compile (kbuild's fixdep, modpost, dtc,
+/// Kconfig), kept apart from the kernel's own compiles.
+pub(super) const HOST: &str = "host";
+
 /// The store problem of a directory others may write (see [`pik_cache::untrusted`]).
 pub(super) const UNTRUSTED: &str = "untrusted cache directory";
 

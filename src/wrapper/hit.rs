@@ -2,7 +2,7 @@
 //! with this call's paths, then the diagnostics), as cheaply as a process start allows.
 
 use super::args::{self, Compile};
-use super::events::{self, PROBE};
+use super::events::{self, HOST, PROBE};
 use super::record::Candidate;
 use super::{Ctx, Res};
 use pik_cache::stats::Event;
@@ -22,7 +22,11 @@ impl Ctx {
         }
         let ms = started.elapsed().as_millis() as u64;
         let saved = cand.compile_ms.saturating_sub(ms);
-        let how = if c.probe.is_some() { PROBE } else { how };
+        let how = match (c.probe, c.host) {
+            (Some(_), _) => PROBE,
+            (None, true) => HOST,
+            (None, false) => how,
+        };
         events::note(
             Some(&self.store),
             &Event::Hit { saved_ms: saved },

@@ -5,7 +5,7 @@
 
 use super::args::{self, Compile};
 use super::deps::Scanned;
-use super::events::{self, PROBE};
+use super::events::{self, HOST, PROBE};
 use super::record::{Candidate, Record};
 use super::{depfile, exit_code, real_compiler, Ctx, Failure, Res};
 use pik_cache::stats::Event;
@@ -58,7 +58,11 @@ impl Ctx {
         let ms = started.elapsed().as_millis() as u64;
         match stored {
             Ok(None) => {
-                let how = if c.probe.is_some() { PROBE } else { "-" };
+                let how = match (c.probe, c.host) {
+                    (Some(_), _) => PROBE,
+                    (None, true) => HOST,
+                    (None, false) => "-",
+                };
                 events::note(Some(&self.store), &Event::Miss { ms }, how, &c.output)
             }
             Ok(Some(reason)) => {

@@ -30,8 +30,8 @@ mod record;
 mod summary;
 
 pub use env::{
-    compiler_env, masquerade_dir, source_tree_env, COMPILER_ENV, SESSION_LOG_ENV, SHARED_ENV,
-    STORE_ENV, TREE_ENV,
+    compiler_env, masquerade_dir, source_tree_env, COMPILER_ENV, HOST_CC_ENV, SESSION_LOG_ENV,
+    SHARED_ENV, STORE_ENV, TREE_ENV,
 };
 pub use summary::Summary;
 
@@ -56,8 +56,9 @@ type Res<T> = std::io::Result<T>;
 
 /// Runs as the compiler named `name` (masquerade mode: pik was run through a link).
 pub fn run_masquerade(name: &OsStr, args: Vec<OsString>) -> i32 {
+    let host = env::is_host_compiler(name);
     match env::compiler_from_env(name).map_or_else(|| compiler::resolve(name), Ok) {
-        Ok(real) => run(&real, args),
+        Ok(real) => run(&real, args, host),
         Err(e) => {
             eprintln!("pik: {e}");
             127
@@ -72,14 +73,14 @@ pub fn run_cc(compiler_name: &OsStr, args: Vec<OsString>) -> i32 {
 
 /// One call of the real compiler `real`: answered from the cache when it can be, else by the
 /// compiler itself, run untouched whenever the cache cannot do its part. Returns the exit code.
-fn run(real: &Path, args: Vec<OsString>) -> i32 {
+fn run(real: &Path, args: Vec<OsString>, host: bool) -> i32 {
     let started = Instant::now();
     short_lived_heap();
     if env::cache_disabled() {
         return exec(real, &args);
     }
     let c = match cacheable(real, &args) {
-        Ok(c) => c,
+        Ok(c) => Compile { host, ..c },
         Err(code) => return code,
     };
     let stdin = match probe_stdin(real, &args, &c) {

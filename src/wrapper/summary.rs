@@ -3,7 +3,7 @@
 //! build reports in one warning. Kept in the build's manifest.
 
 use super::env::SHARED_ENV;
-use super::events::{self, PROBE, UNTRUSTED};
+use super::events::{self, HOST, PROBE, UNTRUSTED};
 use pik_cache::stats::{self, Kind, Layout, Line};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,13 @@ pub struct Summary {
     pub probe_hits: u64,
     /// Compiler probes that ran (and were stored); not counted in `misses`.
     pub probe_misses: u64,
+    /// Host programs' compiles (fixdep, modpost, dtc, Kconfig's) served from the cache; not
+    /// counted in `hits`.
+    #[serde(default)]
+    pub host_hits: u64,
+    /// Host programs' compiles that ran (and were stored); not counted in `misses`.
+    #[serde(default)]
+    pub host_misses: u64,
     /// hits / (hits + misses).
     pub hit_rate: f64,
     /// The part of `errors` the store's condition caused (no space, read-only, not writable,
@@ -65,6 +72,8 @@ impl Summary {
         match (l.kind, l.reason) {
             (Kind::Hit, PROBE) => self.probe_hits += l.count,
             (Kind::Miss, PROBE) => self.probe_misses += l.count,
+            (Kind::Hit, HOST) => self.host_hits += l.count,
+            (Kind::Miss, HOST) => self.host_misses += l.count,
             (Kind::Hit, _) => self.hits += l.count,
             (Kind::Miss, _) => self.misses += l.count,
             (Kind::Error, reason) => {
@@ -134,13 +143,15 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} hits, {} misses ({:.1} % hit rate), {} of {} compiler probes answered, \
-             {} uncacheable calls",
+            "{} hits, {} misses ({:.1} % hit rate), {} of {} compiler probes and {} of {} host \
+             program compiles answered, {} uncacheable calls",
             self.hits,
             self.misses,
             self.hit_rate * 100.0,
             self.probe_hits,
             self.probe_hits + self.probe_misses,
+            self.host_hits,
+            self.host_hits + self.host_misses,
             self.uncacheable.values().sum::<u64>()
         )
     }
