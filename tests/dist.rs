@@ -173,6 +173,48 @@ fn protocols_1_and_2_give_the_local_object() {
     assert!(reply.object.is_empty());
 }
 
+#[test]
+fn lzo_interoperates_with_distccd_on_large_bodies() {
+    if !netns::available() {
+        return;
+    }
+    // Bodies of a few hundred KiB, so both LZO streams use far (M4) matches and long literal
+    // runs, not only the short matches of a small file.
+    let ns = builder(10, &[&cc_path()]);
+    let mut body = String::from("#include \"hello.h\"\n");
+    for i in 0..1500 {
+        let text = format!("{i:x}").repeat(1 + i % 13);
+        body += &format!(
+            "static const char s{i}[] = \"{text}\";\n\
+             int f{i}(int x) {{ return TWICE(x) * {i} + s{i}[{}] + GREETING; }}\n",
+            i % 3
+        );
+    }
+    let p = Project::new(&body);
+    let want = p.local_object();
+    let source = p.preprocessed();
+    assert!(
+        source.len() > 150_000 && want.len() > 100_000,
+        "{} {}",
+        source.len(),
+        want.len()
+    );
+    let argv = dist::remote_argv(&p.args("hello.o")).unwrap();
+    let job = Job::Preprocessed {
+        argv: &argv,
+        source: &source,
+    };
+    let h = host(&format!("{},lzo", ns.addr));
+    let reply = dist::compile(&h, &job, &opts(Duration::from_secs(60)))
+        .unwrap_or_else(|f| panic!("{f}\n{}", ns.log("distccd")));
+    assert!(
+        reply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    assert!(reply.object == want, "object differs after LZO both ways");
+}
+
 /// The files a pump job sends: the source and the header, by absolute path.
 fn pump_files(p: &Project) -> Vec<PumpFile> {
     ["hello.c", "inc/hello.h"]
@@ -441,6 +483,16 @@ fn ssh_transport_gives_the_same_object() {
         reply.object == want,
         "object over ssh differs from the local one"
     );
+    // `pik hosts check`'s probe over ssh: a round trip, then the probe compile.
+    let check = dist::check::CheckOptions {
+        compiler: CC.into(),
+        connect: ssh_opts(&key),
+    };
+    let r = dist::check::check_host(&h, &check, &identity());
+    assert!(
+        r.usable && r.rtt_ms.is_some() && r.transport == "ssh",
+        "{r:?}"
+    );
     // A key the builder does not know: ssh fails to log in, which is a connection failure.
     let other = netns::scratch_dir();
     let stranger = other.path().join("key");
@@ -484,6 +536,7 @@ fn hosts_check_tells_good_refusing_and_mismatched_builders_apart() {
             .env_remove("PIK_HOSTS")
             .args(["hosts", "check", "--json", "--timeout", "20", "--hosts"])
             .arg(format!("{}/3,lzo", good.addr))
+            .arg(format!("{},lzo,cpp", good.addr))
             .arg(refusing.addr.to_string())
             .arg(mismatched.addr.to_string())
             .arg(format!("127.0.0.1:{closed}"))
@@ -495,7 +548,7 @@ fn hosts_check_tells_good_refusing_and_mismatched_builders_apart() {
         "some hosts are excluded: exit 1"
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["usable"], 2);
+    assert_eq!(v["usable"], 3);
     assert!(v["local_compiler"].as_str().unwrap().contains("(aarch64)"));
     let hosts = v["hosts"].as_array().unwrap();
     let keys = [
@@ -508,6 +561,7 @@ fn hosts_check_tells_good_refusing_and_mismatched_builders_apart() {
     ];
     let expected = [
         ["usable", "tcp", "true", "true", "3", "2"],
+        ["usable", "tcp", "true", "true", "4", "3"],
         ["excluded", "tcp", "true", "false", "4", "1"],
         ["excluded", "tcp", "true", "true", "4", "1"],
         ["excluded", "tcp", "false", "null", "4", "1"],
@@ -517,7 +571,7 @@ fn hosts_check_tells_good_refusing_and_mismatched_builders_apart() {
         let got: Vec<String> = keys.iter().map(|k| plain(&h[k])).collect();
         assert_eq!(got, want, "{h}");
     }
-    let (good_r, mis) = (&hosts[0], &hosts[2]);
+    let (good_r, mis) = (&hosts[0], &hosts[3]);
     assert!(good_r["rtt_ms"].as_f64().is_some());
     assert_eq!(good_r["remote_compiler"], v["local_compiler"]);
     assert!(mis["reason"].as_str().unwrap().contains("x86-64"), "{mis}");
