@@ -182,7 +182,21 @@ fn lzo_interoperates_with_distccd_on_large_bodies() {
     // runs, not only the short matches of a small file.
     let ns = builder(10, &[&cc_path()]);
     let mut body = String::from("#include \"hello.h\"\n");
+    // The same 20 000 random characters twice, about 30 KiB apart in the source and 20 KiB
+    // apart in the object: matches 16-48 KiB back (LZO's M4) both ways.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let far: String = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
     for i in 0..1500 {
+        if i == 0 || i == 100 {
+            body += &format!("const char far{i}[] = \"{far}\";\n");
+        }
         let text = format!("{i:x}").repeat(1 + i % 13);
         body += &format!(
             "static const char s{i}[] = \"{text}\";\n\
@@ -360,8 +374,20 @@ fn a_slow_builder_times_out_within_the_bound() {
 fn fake_server(reply: &'static [u8]) -> (String, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
     let t = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        // Bounded: a client that never connects fails the test instead of hanging it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no client within 20 s: {e}"),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let mut buf = [0u8; 65536];

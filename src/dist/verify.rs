@@ -21,7 +21,10 @@ use std::sync::{Mutex, OnceLock};
 pub const PROBE_SOURCE: &str = "int pik_probe;\n";
 
 /// What identifies the compiler that made an object.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+///
+/// Serializable, so a caller may persist it (keyed by the compiler binary's hash) and skip the
+/// probe next time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompilerIdentity {
     /// The `.comment` section's strings, joined by `; ` (one for a plain compile).
     pub comment: String,
