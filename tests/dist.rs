@@ -456,6 +456,22 @@ fn garbage_and_oversized_replies_are_errors() {
     assert!(matches!(r, Err(Failure::Connect(_))), "{r:?}");
 }
 
+/// ssh to the test's sshd: its port, the test's key, no host-key prompts.
+fn ssh_opts(key: &Path) -> ConnectOptions {
+    let key = key.to_string_lossy();
+    let args = format!(
+        "-p 2222 -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    );
+    ConnectOptions {
+        ssh: dist::SshOptions {
+            program: "ssh".into(),
+            args: args.split_whitespace().map(OsString::from).collect(),
+        },
+        ..opts(Duration::from_secs(30))
+    }
+}
+
 #[test]
 fn ssh_transport_gives_the_same_object() {
     if !netns::available() {
@@ -463,32 +479,6 @@ fn ssh_transport_gives_the_same_object() {
     }
     let mut ns = Netns::create(PREFIX, BASE, 6);
     let key = ns.start_sshd(2222, &[&cc_path()]);
-    let ssh_opts = |key: &Path| ConnectOptions {
-        timeouts: Timeouts {
-            connect: Duration::from_secs(4),
-            io: Duration::from_secs(30),
-        },
-        ssh: dist::SshOptions {
-            program: "ssh".into(),
-            args: [
-                "-p",
-                "2222",
-                "-i",
-                &key.to_string_lossy(),
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-            ]
-            .iter()
-            .map(OsString::from)
-            .collect(),
-        },
-    };
     let p = Project::ok();
     let want = p.local_object();
     let argv = dist::remote_argv(&p.args("hello.o")).unwrap();
