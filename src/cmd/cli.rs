@@ -57,6 +57,11 @@ pub(super) enum Cmd {
     Cache(CacheArgs),
     /// Check every external tool a build needs; names the Debian package of each missing one.
     Doctor(DoctorArgs),
+    /// Build hosts for distributed compiles (stock distccd; see `pik hosts check --help`).
+    Hosts {
+        #[command(subcommand)]
+        command: HostsCmd,
+    },
     /// Print a shell completion script: `pik completions bash > /etc/bash_completion.d/pik`.
     Completions {
         /// The shell.
@@ -123,6 +128,40 @@ pub(super) enum CacheCmd {
     },
     /// Remove every entry and reset the counters.
     Clear,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum HostsCmd {
+    /// Probe every build host: reachable, round-trip time, slots, whether its distccd accepts
+    /// the compiler, and whether the compiler behind that name is the local one (a probe
+    /// compile whose object's ELF header and .comment are compared with the local
+    /// compiler's). Exits 0 when every host is usable, 1 when any is excluded.
+    Check(HostsCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct HostsCheckArgs {
+    /// Hosts in distcc's syntax: `host[:port][/limit][,lzo][,cpp]`, `[user]@host[/limit]`
+    /// (over ssh), `localhost[/N]`. Default: $PIK_HOSTS (space-separated), else `list` under
+    /// [hosts] in the config file.
+    #[arg(long = "hosts", value_name = "SPEC", num_args = 1..)]
+    pub hosts: Vec<String>,
+    /// The target whose cross compiler is probed. Default: $PIK_TARGET, else `target` under
+    /// [build] in the config file, else bcm2712.
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// Cross toolchain prefix instead of the detected one (e.g. aarch64-linux-gnu-).
+    #[arg(long)]
+    pub toolchain: Option<String>,
+    /// The compiler to probe (a name on PATH or a path), instead of the target's gcc.
+    #[arg(long, conflicts_with = "toolchain")]
+    pub compiler: Option<std::path::PathBuf>,
+    /// Seconds a host may take to answer the probe (connecting is limited to 4 s).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 pub use cli::Cli;
 use cli::{BuildArgs, CacheArgs, CacheCmd, Cmd, Common, ConfigArgs, ConfigCmd, DoctorArgs};
-use cli::{NarCmd, ShowArgs};
+use cli::{HostsCheckArgs, HostsCmd, NarCmd, ShowArgs};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,6 +33,9 @@ pub fn run() -> Result<ExitCode> {
         Cmd::NixBuilder => nix_builder(),
         Cmd::Cache(c) => cache(c),
         Cmd::Doctor(d) => doctor(d),
+        Cmd::Hosts {
+            command: HostsCmd::Check(h),
+        } => hosts_check(h),
         Cmd::Completions { shell } => completions(shell),
     }
 }
@@ -305,6 +308,63 @@ fn doctor(d: DoctorArgs) -> Result<ExitCode> {
     };
     let checks = doctor::run_checks(&target, &req);
     doctor::report(&checks, d.json).map(exit)
+}
+
+/// `pik hosts check`: hosts from `--hosts` > `$PIK_HOSTS` > the config file; the compiler
+/// from `--compiler`, else the target's cross gcc.
+fn hosts_check(h: HostsCheckArgs) -> Result<ExitCode> {
+    settings::set_flags(Flags {
+        target: h.target.clone(),
+        ..Flags::default()
+    });
+    let s = settings::load()?;
+    let hosts = if h.hosts.is_empty() {
+        let list = s.hosts()?;
+        blame(crate::dist::parse_hosts(&list.value), &list.origin)?
+    } else {
+        crate::dist::parse_hosts(&h.hosts)?
+    };
+    if hosts.is_empty() {
+        anyhow::bail!(
+            "no build hosts: pass --hosts SPEC…, set PIK_HOSTS, or write `list = [\"pi5a/4\"]` \
+             under [hosts] in {}",
+            s.config_file().describe()
+        );
+    }
+    let (path, name) = match h.compiler {
+        Some(c) => {
+            let name = c.file_name().map(|n| n.to_string_lossy().into_owned());
+            (c.clone(), name.unwrap_or_default())
+        }
+        None => {
+            let t = s.target()?;
+            let t = Setting {
+                value: t.value.unwrap_or_else(|| "bcm2712".into()),
+                origin: t.origin,
+            };
+            let target = checked_target(&t, None)?;
+            let req = toolchain::Request {
+                prefix: h.toolchain,
+                llvm: false,
+            };
+            let tc = toolchain::find(&target.triple, &req)?;
+            (tc.cc.clone(), tc.cc_name())
+        }
+    };
+    let local = crate::dist::CompilerIdentity::local(&path)?;
+    let opts = crate::dist::check::CheckOptions {
+        compiler: name,
+        connect: crate::dist::ConnectOptions {
+            timeouts: crate::dist::Timeouts {
+                io: std::time::Duration::from_secs(h.timeout.max(1)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    };
+    let report = crate::dist::check::check_hosts(&hosts, &opts, &local);
+    crate::dist::check::print(&report, h.json)?;
+    Ok(exit(report.usable == report.hosts.len()))
 }
 
 /// `pik completions bash|zsh|fish|…`: written whole, so a closed stdout is an error, not a panic.

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
