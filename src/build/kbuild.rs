@@ -85,6 +85,34 @@ pub struct Kbuild {
     pub cache_tree: Option<(&'static str, std::ffi::OsString)>,
     /// Where the wrapper finds the store (it reads no config file), when the cache is on.
     pub store_env: Vec<(&'static str, std::ffi::OsString)>,
+    /// Where wrapped compiles record when and where they ran (`pik plan` replays it), when the
+    /// cache is on.
+    pub jobs_log: Option<PathBuf>,
+    /// Distributed compiles, when the build has hosts (see [`Kbuild::distribute`]).
+    pub dist: Option<DistSetup>,
+}
+
+/// A build's distribution: its config file (what the wrapper reads), the slots make's
+/// jobserver spans, and the hosts.
+#[derive(Debug, Clone)]
+pub struct DistSetup {
+    /// `<build-dir>/pik-dist.json`.
+    pub config: PathBuf,
+    /// Local cores: compiles and preprocessing here at once.
+    pub local: usize,
+    /// Remote slots over all hosts.
+    pub remote: usize,
+    /// The hosts (specs).
+    pub hosts: Vec<String>,
+    /// `--strict-remote`.
+    pub strict: bool,
+}
+
+impl DistSetup {
+    /// The jobs make may run at once: every local core and every remote slot.
+    pub fn make_jobs(&self) -> usize {
+        self.local + self.remote
+    }
 }
 
 impl Kbuild {
@@ -105,6 +133,10 @@ impl Kbuild {
         } else {
             Vec::new()
         };
+        let jobs_log = cache.then(|| build_dir.join("pik-jobs.log"));
+        if let Some(j) = &jobs_log {
+            let _ = std::fs::remove_file(j);
+        }
         let (masquerade, cache_log, cache_tree) = if cache {
             let cache_log = build_dir.join("pik-cache.log");
             let _ = std::fs::remove_file(&cache_log);
@@ -131,11 +163,19 @@ impl Kbuild {
             cache_log,
             cache_tree,
             store_env,
+            jobs_log,
+            dist: None,
         })
     }
 
     /// The make command for `targets` plus `extra` variables.
     pub fn command(&self, targets: &[&str], extra: &[String]) -> Command {
+        self.make_command(targets, extra, true)
+    }
+
+    /// The make command; `jobs`: with `-jN` on its command line (else the caller gives make a
+    /// jobserver).
+    fn make_command(&self, targets: &[&str], extra: &[String], jobs: bool) -> Command {
         let mut cmd = Command::new("make");
         for v in SCRUBBED_ENV {
             cmd.env_remove(v);
@@ -186,14 +226,17 @@ impl Kbuild {
         for (k, v) in &self.store_env {
             cmd.env(k, v);
         }
+        self.compile_env(&mut cmd);
         cmd.arg("-C")
             .arg(&self.tree)
             .arg(format!("O={}", self.build_dir.display()))
             .arg(format!("ARCH={}", self.arch))
-            .args(make_args)
-            .arg(format!("-j{}", self.jobs.max(1)))
-            // Empty LOCALVERSION: no "+" suffix from scm state; the config's LOCALVERSION names it.
-            .arg("LOCALVERSION=")
+            .args(make_args);
+        if jobs {
+            cmd.arg(format!("-j{}", self.jobs.max(1)));
+        }
+        // Empty LOCALVERSION: no "+" suffix from scm state; the config's LOCALVERSION names it.
+        cmd.arg("LOCALVERSION=")
             .arg("DTC_FLAGS=-@")
             // Host tools Kconfig consults are fixed, not taken from whatever PATH has: pik builds
             // neither Rust nor BTF, so they are named as absent and Kconfig records version 0.
@@ -218,12 +261,60 @@ impl Kbuild {
         }
     }
 
+    /// The job log and header lists for wrapped compiles (with the cache), and no distribution
+    /// unless [`Kbuild::run_compile`] asks for it.
+    fn compile_env(&self, cmd: &mut Command) {
+        cmd.env_remove(crate::dist::DIST_ENV);
+        match &self.jobs_log {
+            Some(j) => cmd.env(crate::wrapper::JOBS_LOG_ENV, j),
+            None => cmd.env_remove(crate::wrapper::JOBS_LOG_ENV),
+        };
+        match crate::paths::cache_dir() {
+            Ok(d) if self.masquerade.is_some() => {
+                cmd.env(
+                    crate::wrapper::PUMP_DIR_ENV,
+                    d.join(crate::wrapper::PUMP_STORE),
+                );
+            }
+            _ => {
+                cmd.env_remove(crate::wrapper::PUMP_DIR_ENV);
+            }
+        }
+    }
+
     /// Runs make for `targets`; every output line goes to the log and stdout lines to `on_line`.
     /// A failure is an error with the last lines of the log and where the log is.
     pub fn run(
         &self,
         targets: &[&str],
         extra: &[String],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        self.run_command(self.command(targets, extra), targets, on_line)
+    }
+
+    /// Runs make for the build's compiles: with hosts, one GNU make jobserver (the `jobserver`
+    /// crate) spans every local core and remote slot, and the wrapper gets the distribution
+    /// config; without, as [`Kbuild::run`].
+    pub fn run_compile(&self, targets: &[&str], on_line: &mut dyn FnMut(&str)) -> Result<()> {
+        let Some(d) = &self.dist else {
+            return self.run(targets, &[], on_line);
+        };
+        let mut cmd = self.make_command(targets, &[], false);
+        cmd.env(crate::dist::DIST_ENV, &d.config);
+        // make itself holds one job slot (as a sub-make would): the pipe holds the rest.
+        let client = jobserver::Client::new(d.make_jobs().max(1) - 1)
+            .context("creating the make jobserver")?;
+        client.configure_make(&mut cmd);
+        let r = self.run_command(cmd, targets, on_line);
+        drop(client);
+        r
+    }
+
+    fn run_command(
+        &self,
+        mut cmd: Command,
+        targets: &[&str],
         on_line: &mut dyn FnMut(&str),
     ) -> Result<()> {
         if let Some(dir) = self.log.parent() {
@@ -235,7 +326,6 @@ impl Kbuild {
             .open(&self.log)
             .with_context(|| format!("opening the build log {}", self.log.display()))?;
         let log = Arc::new(Mutex::new(log));
-        let mut cmd = self.command(targets, extra);
         writeln!(log.lock().unwrap(), "$ {}", render(&cmd))?;
         let what = format!("make {}", targets.join(" "));
         let (mut child, registration) =

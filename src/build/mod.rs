@@ -3,6 +3,7 @@
 //! stage is a function of the module that owns it; this module strings them together, times
 //! them and reports progress.
 
+pub mod dist;
 pub mod kbuild;
 pub mod plan;
 pub mod progress;
@@ -64,6 +65,11 @@ pub struct Options {
     pub no_dev: bool,
     /// `--patch-fuzz`: GNU patch's fuzz factor (0: hunks apply exactly or not at all).
     pub patch_fuzz: u32,
+    /// `--hosts` (or `$PIK_HOSTS`, the config file): builders for distributed compiles, in
+    /// distcc's syntax; empty = every compile runs here.
+    pub hosts: Vec<String>,
+    /// `--strict-remote`: a compile a builder fails fails the build instead of running here.
+    pub strict_remote: bool,
 }
 
 /// Wall time per phase, seconds.
@@ -79,6 +85,8 @@ fn timed<T>(timings: &mut Timings, phase: &str, f: impl FnOnce() -> Result<T>) -
 /// `pik build`: the output's manifest, or None with `--config-only`.
 pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
     let started = Instant::now();
+    // A bad host spec is an error before any work.
+    dist::hosts(opt)?;
     rep.phase(
         "source",
         "reading every input and hashing the kernel source",
@@ -137,6 +145,9 @@ fn fresh(
     let make_targets = plan.make_targets(modules);
     let compiled = compile(plan, kb, &make_targets, rep, &mut timings)?;
     let cache = cache_outcome(kb, rep);
+    if let Some(c) = cache.as_ref().filter(|c| !c.dist.fallbacks.is_empty()) {
+        rep.warn(&format!("builders failed, their jobs ran here: {}", c.dist));
+    }
     let release = kb.kernel_release()?;
     let (staged, dev_staged) = install(plan, kb, &release, modules, dests, rep, &mut timings)?;
     rep.phase(
@@ -158,7 +169,7 @@ fn fresh(
         base,
         make_targets,
         compiled,
-        cache: cache.as_ref().map(cache_record),
+        cache: cache.as_ref().map(|c| cache_record(c, kb)),
         memo_key: key.clone(),
         timings,
     };
@@ -282,7 +293,12 @@ fn finish(
     );
     if m.memo.as_ref().is_none_or(|r| !r.hit) {
         match cache {
-            Some(c) => human.push_str(&format!("pik: cache   {c}\n")),
+            Some(c) => {
+                human.push_str(&format!("pik: cache   {c}\n"));
+                if c.dist.active() {
+                    human.push_str(&format!("pik: dist    {}\n", c.dist));
+                }
+            }
             None => human.push_str("pik: cache   off (--no-cache)\n"),
         }
     }
@@ -338,7 +354,10 @@ pub fn prepare(
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let kbuild = Kbuild::new(plan, &workspace, build_dir, jobs, !opt.no_cache)?;
+    let mut kbuild = Kbuild::new(plan, &workspace, build_dir, jobs, !opt.no_cache)?;
+    if let Some(hosts) = dist::hosts(opt)?.filter(|_| !opt.config_only) {
+        kbuild.dist = Some(dist::setup(opt, plan, &kbuild, hosts)?);
+    }
     Ok(Prepared {
         kbuild,
         _lock: lock,
@@ -471,19 +490,42 @@ fn compile(
     let expected = std::fs::read_to_string(&stats)
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    rep.phase(
-        "build",
-        &format!("make {} -j{}", targets.join(" "), kb.jobs),
-    );
+    let jobs = match &kb.dist {
+        Some(d) => format!(
+            "-j{} ({} here, {} on {} builder(s))",
+            d.make_jobs(),
+            d.local,
+            d.remote,
+            d.hosts.len()
+        ),
+        None => format!("-j{}", kb.jobs),
+    };
+    rep.phase("build", &format!("make {} {jobs}", targets.join(" ")));
     rep.start_compiling(if fresh { expected } else { None });
     let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-    timed(timings, "build", || {
-        kb.run(&targets, &[], &mut |line| {
+    let make_start = crate::wrapper::jobs_now_ns();
+    let made = timed(timings, "build", || {
+        kb.run_compile(&targets, &mut |line| {
             if kbuild::is_compile_line(line) {
                 rep.compiled(line.split_whitespace().last().unwrap_or(""));
             }
         })
-    })?;
+    });
+    if let Some(j) = &kb.jobs_log {
+        let mark = format!("# make {make_start} {}\n", crate::wrapper::jobs_now_ns());
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(j)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, mark.as_bytes()));
+    }
+    if let (Err(e), Some(log)) = (&made, &kb.cache_log) {
+        let summary = crate::wrapper::Summary::read(log);
+        if let Some(why) = dist::strict_failure(&summary.dist) {
+            bail!("{why}\n{e:#}");
+        }
+    }
+    made?;
     let compiled = rep.compiled_count();
     if fresh && compiled > 0 {
         let _ = std::fs::create_dir_all(stats.parent().unwrap_or(Path::new(".")));
@@ -506,8 +548,9 @@ fn cache_outcome(kb: &Kbuild, rep: &mut Reporter) -> Option<crate::wrapper::Summ
     Some(summary)
 }
 
-fn cache_record(s: &crate::wrapper::Summary) -> CacheRecord {
+fn cache_record(s: &crate::wrapper::Summary, kb: &Kbuild) -> CacheRecord {
     CacheRecord {
+        dist: kb.dist.as_ref().map(|d| dist::record(d, &s.dist)),
         hits: s.hits,
         misses: s.misses,
         uncacheable: s.uncacheable.clone(),

@@ -24,7 +24,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 
 /// Why a compile must run locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,197 @@ pub fn pump_argv(args: &[OsString]) -> Result<Vec<OsString>, StayLocal> {
     let mut out = vec![bare_compiler(&args[0])?];
     out.extend(args[1..].iter().cloned());
     Ok(out)
+}
+
+/// A pump job's argv ([`pump_job_argv`]) and how to read the depfile the builder returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PumpArgv {
+    /// The builder's argv.
+    pub argv: Vec<OsString>,
+    /// Each root that was made relative: (relative spelling, absolute spelling), both without
+    /// a trailing slash. The builder's depfile names files under a root by the relative
+    /// spelling; put the absolute one back to read it as the local compiler would have
+    /// written it.
+    pub roots: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The caller asked for its depfile through the preprocessor (`-Wp,-MD,f`, kbuild's way),
+    /// whose rule names `<input stem>.o`; otherwise the rule names the object as given.
+    pub wp_depfile: bool,
+}
+
+/// The argv for a pump (protocol 3) job that gives the local compiler's object byte for byte
+/// on a stock distccd, and why not when it cannot:
+///
+/// - `-nostdinc` is required: distccd roots every absolute `-I`/`-isystem`/`-include` under its
+///   scratch directory, but not the compiler's built-in system directories, so without it the
+///   builder would read its own system headers instead of the ones sent.
+/// - Absolute paths under `roots` (the prefixes `-fmacro-prefix-map` remaps, such as kbuild's
+///   source tree) are written relative to `cwd`, prefix maps included: distccd 3.4 roots
+///   absolute paths but not the prefix maps, so `__FILE__` would name its scratch directory.
+///   Relative, they resolve to the files sent and map exactly as they do here.
+/// - The depfile options become `-MD`/`-MMD` alone (`-Wp,-MMD,f` would be written in the
+///   builder's scratch tree, where `f`'s directory does not exist); distccd adds `-MF` of its
+///   own and returns the depfile.
+pub fn pump_job_argv(args: &[OsString], cwd: &Path, roots: &[&Path]) -> Result<PumpArgv, StayLocal> {
+    scan(args)?;
+    if !args.iter().any(|a| a == "-nostdinc") {
+        return Err(local(
+            "system-headers",
+            "no -nostdinc: the builder would read its own system headers",
+        ));
+    }
+    let cwd = cwd.as_os_str().as_bytes();
+    let mut rel_roots: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for r in roots {
+        let abs = r.as_os_str().as_bytes();
+        let abs = abs.strip_suffix(b"/").unwrap_or(abs);
+        let rel = relative_to(abs, cwd);
+        // A root that is the working directory itself (an in-tree build) stays absolute.
+        if abs.starts_with(b"/") && abs.len() > 1 && rel != b"." {
+            rel_roots.push((rel, abs.to_vec()));
+        }
+    }
+    let mut out = vec![bare_compiler(&args[0])?];
+    let mut wp_depfile = false;
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_bytes();
+        match pump_depfile_option(a)? {
+            DepOpt::Keep => {}
+            DepOpt::Drop => {
+                i += 1;
+                continue;
+            }
+            DepOpt::DropWithValue => {
+                i += 2;
+                continue;
+            }
+            DepOpt::Becomes(f) => {
+                wp_depfile = true;
+                out.push(OsString::from(f));
+                i += 1;
+                continue;
+            }
+        }
+        if PATH_VALUE.contains(&a) && i + 1 < args.len() {
+            out.push(args[i].clone());
+            out.push(rerooted(args[i + 1].as_bytes(), &rel_roots));
+            i += 2;
+            continue;
+        }
+        out.push(rewrite_arg(a, &rel_roots));
+        if TAKES_VALUE.contains(&a) && i + 1 < args.len() {
+            out.push(args[i + 1].clone());
+            i += 1;
+        }
+        i += 1;
+    }
+    Ok(PumpArgv {
+        argv: out,
+        roots: rel_roots,
+        wp_depfile,
+    })
+}
+
+/// Options whose value (the next argument, or glued on) is a path distccd roots.
+const PATH_VALUE: &[&[u8]] = &[
+    b"-I",
+    b"-isystem",
+    b"-iquote",
+    b"-idirafter",
+    b"-include",
+    b"-imacros",
+];
+
+/// What a pump job does with a depfile option.
+enum DepOpt {
+    Keep,
+    Drop,
+    DropWithValue,
+    Becomes(&'static str),
+}
+
+fn pump_depfile_option(a: &[u8]) -> Result<DepOpt, StayLocal> {
+    if let Some(list) = a.strip_prefix(b"-Wp,") {
+        let parts: Vec<&[u8]> = list.split(|&b| b == b',').collect();
+        return match parts.as_slice() {
+            [b"-MD", f] if !f.is_empty() => Ok(DepOpt::Becomes("-MD")),
+            [b"-MMD", f] if !f.is_empty() => Ok(DepOpt::Becomes("-MMD")),
+            _ => Err(local(
+                "preprocessor-options",
+                format!(
+                    "{}: only -Wp,-MD,FILE and -Wp,-MMD,FILE are rewritten for the builder",
+                    String::from_utf8_lossy(a)
+                ),
+            )),
+        };
+    }
+    Ok(match a {
+        b"-MF" => DepOpt::DropWithValue,
+        _ if a.starts_with(b"-MF") => DepOpt::Drop,
+        _ => DepOpt::Keep,
+    })
+}
+
+/// `a` with a path under a root made relative: a glued path option (`-I/x`), a prefix map
+/// (`-fmacro-prefix-map=/x=`), or the input.
+fn rewrite_arg(a: &[u8], roots: &[(Vec<u8>, Vec<u8>)]) -> OsString {
+    for opt in PATH_VALUE {
+        if let Some(v) = a.strip_prefix(*opt).filter(|v| v.starts_with(b"/")) {
+            let mut o = opt.to_vec();
+            o.extend_from_slice(rerooted(v, roots).as_bytes());
+            return OsString::from_vec(o);
+        }
+    }
+    for map in [
+        &b"-fmacro-prefix-map="[..],
+        b"-ffile-prefix-map=",
+        b"-fdebug-prefix-map=",
+    ] {
+        if let Some(v) = a.strip_prefix(map) {
+            let (old, new) = match v.iter().rposition(|&b| b == b'=') {
+                Some(eq) => (&v[..eq], &v[eq..]),
+                None => (v, &b""[..]),
+            };
+            let mut o = map.to_vec();
+            o.extend_from_slice(rerooted(old, roots).as_bytes());
+            o.extend_from_slice(new);
+            return OsString::from_vec(o);
+        }
+    }
+    rerooted(a, roots)
+}
+
+/// `p` relative when it lies under one of `roots` (or is one), else unchanged.
+fn rerooted(p: &[u8], roots: &[(Vec<u8>, Vec<u8>)]) -> OsString {
+    for (rel, abs) in roots {
+        if let Some(rest) = p.strip_prefix(abs.as_slice()) {
+            if rest.is_empty() || rest.starts_with(b"/") {
+                let mut o = rel.clone();
+                o.extend_from_slice(rest);
+                return OsString::from_vec(o);
+            }
+        }
+    }
+    OsStr::from_bytes(p).to_os_string()
+}
+
+/// The absolute path `p` written relative to the absolute directory `cwd` (lexically: `cwd`
+/// must have no symbolic links, as `getcwd` gives it).
+pub fn relative_to(p: &[u8], cwd: &[u8]) -> Vec<u8> {
+    let parts = |x: &[u8]| -> Vec<Vec<u8>> {
+        x.split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let (p, c) = (parts(p), parts(cwd));
+    let common = p.iter().zip(&c).take_while(|(a, b)| a == b).count();
+    let mut out: Vec<Vec<u8>> = vec![b"..".to_vec(); c.len() - common];
+    out.extend(p[common..].iter().cloned());
+    if out.is_empty() {
+        return b".".to_vec();
+    }
+    out.join(&b'/')
 }
 
 /// Options whose value is the next argument and that are stripped with it (v1/v2).
@@ -482,6 +674,36 @@ mod tests {
         ] {
             assert_eq!(shown(remote_argv(&v(cmd))), format!("local:{key}"), "{cmd}");
         }
+    }
+
+    #[test]
+    fn pump_jobs_are_written_relative_to_the_roots() {
+        let args = v(
+            "/usr/bin/aarch64-linux-gnu-gcc -Wp,-MMD,kernel/.fork.o.d -nostdinc \
+             -I/src/arch/arm64/include -I ./include -isystem /usr/lib/gcc/x/include \
+             -include /src/include/linux/kconfig.h -fmacro-prefix-map=/src/= -O2 \
+             -c -o kernel/fork.o /src/kernel/fork.c",
+        );
+        let p = pump_job_argv(&args, Path::new("/b/build"), &[Path::new("/src/")]).unwrap();
+        assert_eq!(
+            shown(Ok(p.argv)),
+            "aarch64-linux-gnu-gcc -MMD -nostdinc -I../../src/arch/arm64/include -I ./include \
+             -isystem /usr/lib/gcc/x/include -include ../../src/include/linux/kconfig.h \
+             -fmacro-prefix-map=../../src/= -O2 -c -o kernel/fork.o ../../src/kernel/fork.c"
+        );
+        assert_eq!(p.roots, vec![(b"../../src".to_vec(), b"/src".to_vec())]);
+        assert!(p.wp_depfile);
+        let plain = v("gcc -nostdinc -MD -MF x.d -c x.c -o x.o");
+        let p = pump_job_argv(&plain, Path::new("/w"), &[]).unwrap();
+        assert_eq!(shown(Ok(p.argv)), "gcc -nostdinc -MD -c x.c -o x.o");
+        assert!(!p.wp_depfile);
+        let e = pump_job_argv(&v("gcc -c x.c"), Path::new("/w"), &[]).unwrap_err();
+        assert_eq!(e.key, "system-headers");
+        let e = pump_job_argv(&v("gcc -nostdinc -Wp,-MMD,d,-DX -c x.c"), Path::new("/"), &[]);
+        assert_eq!(e.unwrap_err().key, "preprocessor-options");
+        assert_eq!(relative_to(b"/a/b/c", b"/a/x/y"), b"../../b/c");
+        assert_eq!(relative_to(b"/a", b"/a"), b".");
+        assert_eq!(relative_to(b"/a/b", b"/"), b"a/b");
     }
 
     #[test]

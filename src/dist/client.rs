@@ -15,7 +15,7 @@
 //! non-zero [`WaitStatus`], or an object that [`super::check_object`] refuses means the job
 //! runs locally.
 
-use super::hosts::{Host, Protocol};
+use super::hosts::{Host, Protocol, Transport};
 use super::lzo;
 use super::transport::{self, ConnectOptions, Connection};
 use super::wire::{self, WireError};
@@ -199,7 +199,7 @@ pub fn compile(host: &Host, job: &Job, opts: &ConnectOptions) -> Result<Reply, F
         Err(e) => Err(e),
     };
     match reply {
-        Err(Failure::Refused(detail)) => Err(why_closed(&mut conn, detail)),
+        Err(Failure::Refused(detail)) => Err(why_closed(&mut conn, host, opts, detail)),
         r => r,
     }
 }
@@ -405,8 +405,23 @@ fn int(r: &mut impl Read, token: &wire::Token) -> Result<u32, Failure> {
 }
 
 /// A connection closed before the reply: over ssh, ssh's own failure (exit 255) is a
-/// connection failure, anything else distccd's refusal; ssh's stderr says which.
-fn why_closed(conn: &mut Connection, detail: String) -> Failure {
+/// connection failure, anything else distccd's refusal; ssh's stderr says which. Over TCP a
+/// refusal and a distccd that died before answering look the same on the wire, so pik tries
+/// to connect again: a host that no longer accepts connections died ([`Failure::Died`]).
+fn why_closed(conn: &mut Connection, host: &Host, opts: &ConnectOptions, detail: String) -> Failure {
+    if let Transport::Tcp { host: h, port } = &host.transport {
+        let t = transport::Timeouts {
+            connect: opts.timeouts.connect.min(Duration::from_secs(1)),
+            io: opts.timeouts.io,
+        };
+        return match transport::connect_tcp(h, *port, &t) {
+            Ok(_) => Failure::Refused(detail),
+            Err(e) => Failure::Died(format!(
+                "the connection closed before a reply and the builder no longer accepts \
+                 connections ({e})"
+            )),
+        };
+    }
     match conn.diagnose(Duration::from_secs(2)) {
         Some(exit) if exit.ssh_failed() => Failure::Connect(format!("ssh: {}", exit.stderr)),
         Some(exit) if !exit.stderr.is_empty() => {

@@ -16,6 +16,10 @@
 //! - [`verify`]: a remote object is an ELF relocatable for the local machine, made by the
 //!   local compiler ([`check_object`], [`CompilerIdentity`]).
 //! - [`check`]: `pik hosts check`, a probe of every host.
+//! - [`config`]: what `pik build` tells its compiles about distribution (`PIK_DIST`).
+//! - [`slots`]: the local and remote slots every compile of a build shares (lock files), and
+//!   the backoff of failed hosts.
+//! - [`model`]: the scheduling model `pik plan` replays a recorded build with.
 //!
 //! How the compiler wrapper uses it (see each item's documentation):
 //!
@@ -33,13 +37,18 @@
 pub mod args;
 pub mod check;
 pub mod client;
+pub mod config;
 pub mod hosts;
 pub mod lzo;
+pub mod model;
+pub mod slots;
 pub mod transport;
 pub mod verify;
 pub mod wire;
 
-pub use args::{pump_argv, remote_argv, StayLocal};
+pub use args::{pump_argv, pump_job_argv, remote_argv, PumpArgv, StayLocal};
+pub use config::{DistConfig, DIST_ENV};
+pub use slots::Slots;
 pub use client::{compile, Failure, Job, PumpFile, PumpFileContent, Reply, WaitStatus};
 pub use hosts::{parse_host, parse_hosts, Host, Protocol, Transport};
 pub use transport::{ConnectOptions, SshOptions, Timeouts};

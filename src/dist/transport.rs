@@ -90,7 +90,7 @@ pub fn connect(host: &Host, opts: &ConnectOptions) -> Result<Connection, String>
 }
 
 /// Resolves `host` and connects to the first address that answers within the timeout.
-fn connect_tcp(host: &str, port: u16, t: &Timeouts) -> Result<TcpStream, String> {
+pub(super) fn connect_tcp(host: &str, port: u16, t: &Timeouts) -> Result<TcpStream, String> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("resolving {host}: {e}"))?

@@ -116,6 +116,48 @@ pub struct CacheRecord {
     pub host_misses: u64,
     /// hits / (hits + misses).
     pub hit_rate: f64,
+    /// Where the misses were compiled when the build had hosts: distribution happens behind
+    /// the object cache, on its misses (null without hosts; absent from older manifests).
+    #[serde(default)]
+    pub dist: Option<DistRecord>,
+}
+
+/// Where a distributed build's misses were compiled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DistRecord {
+    /// The builders, as specified.
+    pub hosts: Vec<String>,
+    /// Local cores (compiles and preprocessing here at once).
+    pub local_slots: usize,
+    /// Remote slots over all builders.
+    pub remote_slots: usize,
+    /// `--strict-remote`.
+    pub strict: bool,
+    /// Compiled here, not after a failure (assembly, plugins, every builder busy, …).
+    pub local: u64,
+    /// Sent preprocessed (protocols 1 and 2).
+    pub remote: u64,
+    /// Sent as pump jobs (protocol 3).
+    pub pump: u64,
+    /// Compiled here after a builder failed.
+    pub fallback: u64,
+    /// Per builder: jobs sent preprocessed and as pump.
+    pub by_host: BTreeMap<String, HostRecord>,
+    /// Fallbacks per builder, by reason.
+    pub fallbacks: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Why jobs went preprocessed to a pump builder.
+    pub pump_declined: BTreeMap<String, u64>,
+    /// Why jobs stayed here.
+    pub local_reasons: BTreeMap<String, u64>,
+}
+
+/// One builder's jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Sent preprocessed.
+    pub remote: u64,
+    /// Sent as pump jobs.
+    pub pump: u64,
 }
 
 /// The whole-build memo's part in this output.

@@ -59,7 +59,7 @@ impl Ctx {
 
 /// Writes a compiler output through a temp file beside it and a rename, so an interrupted hit
 /// never leaves a truncated object for make to trust; `fill` writes the content.
-fn write_file(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Res<()>) -> Res<()> {
+pub(super) fn write_file(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Res<()>) -> Res<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name().unwrap_or_default().as_bytes();
     let mut n = 0;

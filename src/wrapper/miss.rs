@@ -7,7 +7,8 @@ use super::args::{self, Compile};
 use super::deps::Scanned;
 use super::events::{self, HOST, PROBE};
 use super::record::{Candidate, Record};
-use super::{depfile, exit_code, real_compiler, Ctx, Failure, Res};
+use super::remote::Outcome;
+use super::{depfile, exit_code, jobs, pump, real_compiler, Ctx, Failure, Res};
 use pik_cache::stats::Event;
 use pik_cache::Digest;
 use std::io::{Read, Write};
@@ -19,19 +20,21 @@ use std::time::Instant;
 /// Candidates kept per entry (different header contents for the same source and flags).
 const MAX_CANDIDATES: usize = 4;
 
-/// What the real compiler did for a miss.
-struct Ran {
+/// What the real compiler did for a miss (here or on a builder).
+pub(super) struct Ran {
     /// Its exit status.
-    code: i32,
+    pub(super) code: i32,
     /// A failure that is a probe's answer, kept like a success.
-    refused: bool,
-    compile_ms: u64,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    pub(super) refused: bool,
+    pub(super) compile_ms: u64,
+    /// Time spent preprocessing here for a builder (0 for a local compile).
+    pub(super) cpp_ms: u64,
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
     /// The depfile it wrote: the caller's, or `own_dep`.
-    depfile: PathBuf,
+    pub(super) depfile: PathBuf,
     /// The depfile pik asked for when the caller asked for none (removed when dropped).
-    _own_dep: Option<tempfile::TempPath>,
+    pub(super) _own_dep: Option<tempfile::TempPath>,
 }
 
 impl Ctx {
@@ -46,7 +49,17 @@ impl Ctx {
         record: Record<'_>,
         started: Instant,
     ) -> Res<i32> {
-        let ran = self.run_compiler(c, argv, stdin)?;
+        let (ran, route) = match self.execute(c, argv, stdin, &key)? {
+            Outcome::Ran(ran, route) => (ran, route),
+            Outcome::Strict(failure) => {
+                let e = Event::Error {
+                    reason: "strict-remote",
+                };
+                events::note(Some(&self.store), &e, &failure, &c.output);
+                return Ok(1);
+            }
+        };
+        jobs::record(started, c, &route, &ran);
         if ran.code != 0 && !ran.refused {
             // Failures are not cached; the next run shows the same errors from the compiler.
             let reason = "compile failed";
@@ -59,11 +72,11 @@ impl Ctx {
         match stored {
             Ok(None) => {
                 let how = match (c.probe, c.host) {
-                    (Some(_), _) => PROBE,
-                    (None, true) => HOST,
-                    (None, false) => "-",
+                    (Some(_), _) => PROBE.to_string(),
+                    (None, true) => HOST.to_string(),
+                    (None, false) => route.reason(),
                 };
-                events::note(Some(&self.store), &Event::Miss { ms }, how, &c.output)
+                events::note(Some(&self.store), &Event::Miss { ms }, &how, &c.output)
             }
             Ok(Some(reason)) => {
                 let e = Event::Uncacheable { reason };
@@ -75,7 +88,7 @@ impl Ctx {
     }
 
     /// Runs the real compiler with its output captured, and replays what it printed.
-    fn run_compiler(
+    pub(super) fn run_compiler(
         &self,
         c: &Compile,
         argv: &[std::ffi::OsString],
@@ -83,15 +96,7 @@ impl Ctx {
     ) -> Res<Ran> {
         // Without a depfile of the caller's, ask for one of our own (it does not change the
         // object) so the headers are known.
-        let own_dep = match &c.depfile {
-            Some(_) => None,
-            None => Some(
-                tempfile::Builder::new()
-                    .prefix(".pik-dep-")
-                    .tempfile()?
-                    .into_temp_path(),
-            ),
-        };
+        let own_dep = own_depfile(c)?;
         let mut cmd = real_compiler(&self.real);
         cmd.args(argv);
         if let Some(p) = &own_dep {
@@ -118,6 +123,7 @@ impl Ctx {
             code,
             refused,
             compile_ms,
+            cpp_ms: 0,
             stdout,
             stderr,
             depfile,
@@ -150,6 +156,8 @@ impl Ctx {
             Ok(cand) => cand,
             Err(why) => return Ok(Some(why)),
         };
+        // The header list outlives the object store, for pump jobs of later builds.
+        pump::keep(c, key, &cand.depfile);
         record
             .candidates
             .retain(|k| k.deps_digest != cand.deps_digest);
@@ -209,9 +217,22 @@ impl Ctx {
     }
 }
 
+/// A temporary depfile for a compile whose caller asked for none, so the headers are known.
+pub(super) fn own_depfile(c: &Compile) -> Res<Option<tempfile::TempPath>> {
+    Ok(match &c.depfile {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix(".pik-dep-")
+                .tempfile()?
+                .into_temp_path(),
+        ),
+    })
+}
+
 /// Runs `cmd` with stdout and stderr captured (stderr read on its own thread, so neither pipe
 /// can fill up and stall the compiler).
-fn run_captured(
+pub(super) fn run_captured(
     cmd: &mut Command,
     stdin: Option<&[u8]>,
 ) -> Res<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {

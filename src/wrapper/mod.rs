@@ -24,16 +24,21 @@ mod deps;
 mod env;
 mod events;
 mod hit;
+mod jobs;
 mod key;
 mod miss;
+mod pump;
 mod record;
+mod remote;
 mod summary;
 
 pub use env::{
     compiler_env, masquerade_dir, source_tree_env, COMPILER_ENV, HOST_CC_ENV, SESSION_LOG_ENV,
     SHARED_ENV, STORE_ENV, TREE_ENV,
 };
-pub use summary::Summary;
+pub use jobs::{now_ns as jobs_now_ns, JobLine, JOBS_LOG_ENV};
+pub use pump::{PUMP_DIR_ENV, PUMP_STORE};
+pub use summary::{DistSummary, Summary};
 
 use args::{Call, Compile, Probe};
 use env::{cache_sharing, store_dir, SourceTree};
@@ -58,7 +63,7 @@ type Res<T> = std::io::Result<T>;
 pub fn run_masquerade(name: &OsStr, args: Vec<OsString>) -> i32 {
     let host = env::is_host_compiler(name);
     match env::compiler_from_env(name).map_or_else(|| compiler::resolve(name), Ok) {
-        Ok(real) => run(&real, args, host),
+        Ok(real) => run(&real, name, args, host),
         Err(e) => {
             eprintln!("pik: {e}");
             127
@@ -71,9 +76,10 @@ pub fn run_cc(compiler_name: &OsStr, args: Vec<OsString>) -> i32 {
     run_masquerade(compiler_name, args)
 }
 
-/// One call of the real compiler `real`: answered from the cache when it can be, else by the
-/// compiler itself, run untouched whenever the cache cannot do its part. Returns the exit code.
-fn run(real: &Path, args: Vec<OsString>, host: bool) -> i32 {
+/// One call of the real compiler `real` (run as `name`): answered from the cache when it can
+/// be, else by the compiler itself (here or, on a miss inside a distributed build, on a
+/// builder), run untouched whenever the cache cannot do its part. Returns the exit code.
+fn run(real: &Path, name: &OsStr, args: Vec<OsString>, host: bool) -> i32 {
     let started = Instant::now();
     short_lived_heap();
     if env::cache_disabled() {
@@ -91,7 +97,7 @@ fn run(real: &Path, args: Vec<OsString>, host: bool) -> i32 {
         Some(bytes) => run_real(real, &args, bytes),
         None => exec(real, &args),
     };
-    let ctx = match Ctx::open(real) {
+    let ctx = match Ctx::open(real, name) {
         Ok(ctx) => ctx,
         Err(f) => {
             events::failed(None, f, "store", &c.output);
@@ -281,12 +287,14 @@ struct Ctx {
     store: Store,
     hashes: FileHashCache,
     real: PathBuf,
+    /// The name the compiler was called by (the masquerade link's, or `pik cc`'s argument).
+    name: OsString,
     compiler_id: Digest,
     tree: Option<SourceTree>,
 }
 
 impl Ctx {
-    fn open(real: &Path) -> Result<Ctx, Failure> {
+    fn open(real: &Path, name: &OsStr) -> Result<Ctx, Failure> {
         let dir = store_dir().map_err(std::io::Error::other)?;
         let store =
             Store::open_with(&dir, cache_sharing()).map_err(|e| Failure::Store(e, dir.clone()))?;
@@ -303,6 +311,7 @@ impl Ctx {
             store,
             hashes,
             real: real.to_path_buf(),
+            name: name.to_os_string(),
             compiler_id,
             tree: SourceTree::from_env(),
         })

@@ -33,11 +33,126 @@ pub struct Summary {
     pub host_misses: u64,
     /// hits / (hits + misses).
     pub hit_rate: f64,
+    /// Where the misses of a distributed build were compiled (all zero without hosts).
+    #[serde(default)]
+    pub dist: DistSummary,
     /// The part of `errors` the store's condition caused (no space, read-only, not writable,
     /// untrusted), by problem and store directory: what [`Summary::store_warning`] reports.
     /// Left out of the manifest (and so empty in a summary read back from one).
     #[serde(skip)]
     pub store_errors: BTreeMap<StoreProblem, u64>,
+}
+
+/// Where a distributed build's misses were compiled, from the session log's miss reasons
+/// (`local/<why>`, `remote/<host>[/pump-<why>]`, `pump/<host>`, `fallback/<host>/<reason>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DistSummary {
+    /// Compiled here (not after a builder failed), e.g. assembly or while every builder was busy.
+    pub local: u64,
+    /// Sent preprocessed (protocols 1 and 2).
+    pub remote: u64,
+    /// Sent as pump jobs (protocol 3: sources and headers, no local preprocessing).
+    pub pump: u64,
+    /// Compiled here after a builder failed.
+    pub fallback: u64,
+    /// Per host: jobs sent preprocessed and as pump.
+    pub hosts: BTreeMap<String, HostJobs>,
+    /// Fallbacks per host, by reason (`connect`, `refused`, `timeout`, `died`, `garbage`,
+    /// `mismatch`, `status`, …).
+    pub fallbacks: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Why jobs went preprocessed to a pump host (`nolist`: no header list yet; `depfile`: the
+    /// builder read other files than were sent; …).
+    pub pump_declined: BTreeMap<String, u64>,
+    /// Why local jobs did not go out (`busy`, `assembler-input`, `plugin`, …).
+    pub local_reasons: BTreeMap<String, u64>,
+    /// `--strict-remote` failures (`<host>/<reason>`), for the build's error.
+    #[serde(skip)]
+    pub strict: BTreeMap<String, u64>,
+}
+
+/// One host's jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostJobs {
+    /// Sent preprocessed.
+    pub remote: u64,
+    /// Sent as pump jobs.
+    pub pump: u64,
+}
+
+impl DistSummary {
+    /// Whether the build distributed anything (or tried to).
+    pub fn active(&self) -> bool {
+        self.local + self.remote + self.pump + self.fallback > 0 || !self.strict.is_empty()
+    }
+
+    /// Jobs compiled on builders.
+    pub fn remote_jobs(&self) -> u64 {
+        self.remote + self.pump
+    }
+
+    /// Takes in a miss's session-log reason; false if it is not a distribution reason.
+    fn add_miss(&mut self, reason: &str, n: u64) -> bool {
+        let mut parts = reason.split('/');
+        let (kind, what, rest) = (parts.next(), parts.next(), parts.next());
+        let Some(what) = what.filter(|w| !w.is_empty()) else {
+            return false;
+        };
+        match kind {
+            Some("local") => {
+                self.local += n;
+                *self.local_reasons.entry(what.into()).or_default() += n;
+            }
+            Some("remote") => {
+                self.remote += n;
+                self.hosts.entry(what.into()).or_default().remote += n;
+                if let Some(why) = rest.and_then(|r| r.strip_prefix("pump-")) {
+                    *self.pump_declined.entry(why.into()).or_default() += n;
+                }
+            }
+            Some("pump") => {
+                self.pump += n;
+                self.hosts.entry(what.into()).or_default().pump += n;
+            }
+            Some("fallback") => {
+                self.fallback += n;
+                let reason = rest.unwrap_or("unknown").to_string();
+                *self
+                    .fallbacks
+                    .entry(what.into())
+                    .or_default()
+                    .entry(reason)
+                    .or_default() += n;
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for DistSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = self.local + self.remote + self.pump + self.fallback;
+        write!(
+            f,
+            "{} of {all} compiles on {} builder(s) ({} pump, {} preprocessed here), {} here, \
+             {} fallbacks",
+            self.remote_jobs(),
+            self.hosts.len(),
+            self.pump,
+            self.remote,
+            self.local,
+            self.fallback
+        )?;
+        let why: Vec<String> = self
+            .fallbacks
+            .iter()
+            .flat_map(|(h, rs)| rs.iter().map(move |(r, n)| format!("{h}: {r} {n}")))
+            .collect();
+        if !why.is_empty() {
+            write!(f, " ({})", why.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Why the object store could not serve or keep some calls, and where it is.
@@ -75,9 +190,15 @@ impl Summary {
             (Kind::Hit, HOST) => self.host_hits += l.count,
             (Kind::Miss, HOST) => self.host_misses += l.count,
             (Kind::Hit, _) => self.hits += l.count,
-            (Kind::Miss, _) => self.misses += l.count,
+            (Kind::Miss, reason) => {
+                self.misses += l.count;
+                self.dist.add_miss(reason, l.count);
+            }
             (Kind::Error, reason) => {
                 self.errors += l.count;
+                if let Some(s) = reason.strip_prefix("strict/") {
+                    *self.dist.strict.entry(s.into()).or_default() += l.count;
+                }
                 if let Some((reason, dir)) = events::store_problem_in(reason) {
                     *self
                         .store_errors
@@ -201,6 +322,33 @@ mod tests {
                  directory in /shared)"
             ) && w.contains("PIK_CACHE_SHARED=1"),
             "{w}"
+        );
+    }
+
+    #[test]
+    fn distribution_is_counted_by_host_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("session.log");
+        let text = "m - a.o\nm remote/pi5a b.o\nm pump/pi5a c.o\nm pump/[fd00::5]:3633 d.o\n\
+                    m remote/pi5a/pump-nolist e.o\nm fallback/pi5a/timeout f.o\n\
+                    m fallback/pi5a/timeout g.o\nm local/busy h.o\nm local/assembler-input i.o\n\
+                    m probe .tmp/x\ne strict/pi5a/refused j.o\nh deps k.o\n";
+        std::fs::write(&log, text).unwrap();
+        let s = Summary::read(&log);
+        let d = &s.dist;
+        assert_eq!(s.misses, 9);
+        assert_eq!((d.local, d.remote, d.pump, d.fallback), (2, 2, 2, 2));
+        assert_eq!(d.hosts["pi5a"], HostJobs { remote: 2, pump: 1 });
+        assert_eq!(d.hosts["[fd00::5]:3633"].pump, 1);
+        assert_eq!(d.fallbacks["pi5a"]["timeout"], 2);
+        assert_eq!(d.pump_declined["nolist"], 1);
+        assert_eq!(d.local_reasons["assembler-input"], 1);
+        assert_eq!(d.strict["pi5a/refused"], 1);
+        assert!(d.active());
+        assert_eq!(
+            d.to_string(),
+            "4 of 8 compiles on 2 builder(s) (2 pump, 2 preprocessed here), 2 here, 2 fallbacks \
+             (pi5a: timeout 2)"
         );
     }
 
