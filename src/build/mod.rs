@@ -79,7 +79,10 @@ fn timed<T>(timings: &mut Timings, phase: &str, f: impl FnOnce() -> Result<T>) -
 /// `pik build`: the output's manifest, or None with `--config-only`.
 pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
     let started = Instant::now();
-    rep.phase("source", "reading every input and hashing the kernel source");
+    rep.phase(
+        "source",
+        "reading every input and hashing the kernel source",
+    );
     let mut timings = Timings::new();
     let mut plan = timed(&mut timings, "source", || Plan::resolve(opt))?;
     let mut dests = Destinations::claim(opt, &plan)?;
@@ -97,7 +100,14 @@ pub fn build(opt: &Options, rep: &mut Reporter) -> Result<Option<Manifest>> {
             return Ok(Some(m));
         }
     }
-    let m = fresh(opt, &mut plan, &mut dests, key.ok(), (started, timings), rep)?;
+    let m = fresh(
+        opt,
+        &mut plan,
+        &mut dests,
+        key.ok(),
+        (started, timings),
+        rep,
+    )?;
     Ok(Some(m))
 }
 
