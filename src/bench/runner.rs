@@ -321,6 +321,8 @@ fn work_dir(dir: Option<&Path>, cache_dir: &Path) -> Result<PathBuf> {
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Run dirs an interrupted bench left behind (its own, under its marker).
+    crate::fsutil::remove_tree(&dir.join("runs"))?;
     std::fs::write(
         &marker,
         b"a pik bench work dir: build and output dirs per run, stores\n",
