@@ -389,6 +389,10 @@ fn a_short_real_bench_writes_a_valid_record() {
     assert_eq!((r.scenario.as_str(), r.run, r.runs), ("memo", 1, 1));
     assert_eq!(r.label, "ci");
     assert_eq!(r.memo_hit, Some(true), "{r:?}");
+    assert_eq!(
+        (r.cache.as_ref(), r.objects_compiled, r.make_s),
+        (None, None, None)
+    );
     assert!(r.wall_s > 0.0 && r.cpu.user_s + r.cpu.sys_s > 0.0 && r.peak_rss_kib > 0);
     let memo = r.phases_s.memo.unwrap_or(0.0);
     assert!(memo > 0.0 && memo <= r.wall_s, "{:?}", r.phases_s);

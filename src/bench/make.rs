@@ -93,7 +93,9 @@ impl Bench<'_> {
         if warm {
             self.opt.store_pages.apply(&self.store(CCACHE));
         }
-        measure::run(self.ccache_command().arg("-z"), "ccache -z", None)?;
+        let mut zero = self.ccache_command();
+        zero.arg("-z").stdout(std::process::Stdio::null());
+        measure::run(&mut zero, "ccache -z", None)?;
         let name = if warm { "ccache-warm" } else { "ccache-cold" };
         let rd = self.run_dir(name)?;
         let b = self.make_build(

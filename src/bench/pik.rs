@@ -83,7 +83,8 @@ impl Bench<'_> {
         } else {
             man.objects_compiled.saturating_sub(hits)
         };
-        r.cache = man.cache.as_ref().map(|c| Cache {
+        // A memo hit's manifest carries the cache outcome of the build that stored it.
+        r.cache = man.cache.as_ref().filter(|_| !hit).map(|c| Cache {
             kind: "pik".into(),
             hits: c.hits,
             misses: c.misses,
