@@ -17,6 +17,12 @@
 //! PIK_BENCH_CONTENDERS (default "plain,ccache-default,ccache-depend,pik"; pik is required).
 //! Results: a table on stdout and `results.json` in the dir.
 
+//!
+//! Timing, the stores' page-cache handling and pik's hit counting are `pik bench`'s own
+//! (`pik::bench::measure`); this harness keeps the contender matrix and the per-hit
+//! micro-measurement.
+
+use pik::bench::measure::{self, StorePages};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -72,60 +78,10 @@ struct Bench {
     compiler_env: (&'static str, std::ffi::OsString),
     /// pik's cache outcome per build (its session log), by build name.
     summaries: std::cell::RefCell<Vec<(String, pik::wrapper::Summary)>>,
-    /// The page-cache state of a contender's store when its warm build starts.
+    /// The page-cache state of a contender's store when its warm build starts (see
+    /// `pik::bench::measure::StorePages`: a warm build right after its own cold build finds its
+    /// store in memory, one minutes later on disk; set alike for every contender).
     store_pages: StorePages,
-}
-
-/// Whether a store's files are in memory when a warm build starts. It matters on this VM, whose
-/// page cache is reclaimed within minutes: a warm build right after its own cold build finds
-/// every entry in memory, one later reads them from disk. Set alike for every contender.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum StorePages {
-    Evict,
-    Load,
-    AsIs,
-}
-
-impl StorePages {
-    fn from_env() -> StorePages {
-        match env_or("PIK_BENCH_STORE_PAGES", "evict").as_str() {
-            "evict" => StorePages::Evict,
-            "load" => StorePages::Load,
-            "asis" => StorePages::AsIs,
-            other => panic!("PIK_BENCH_STORE_PAGES={other}: expected evict, load or asis"),
-        }
-    }
-
-    /// Puts every file under `dir` in this state (written back first, so eviction can drop it).
-    fn apply(self, dir: &Path) {
-        if self == StorePages::AsIs {
-            return;
-        }
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
-        for e in walkdir::WalkDir::new(dir)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            if !e.file_type().is_file() {
-                continue;
-            }
-            let Ok(mut f) = std::fs::File::open(e.path()) else {
-                continue;
-            };
-            match self {
-                StorePages::Load => {
-                    let _ = std::io::copy(&mut f, &mut std::io::sink());
-                }
-                StorePages::Evict => {
-                    use std::os::fd::AsRawFd;
-                    // SAFETY: a valid open descriptor; advice only, no memory is touched.
-                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-                }
-                StorePages::AsIs => {}
-            }
-        }
-    }
 }
 
 impl Bench {
@@ -202,23 +158,23 @@ impl Bench {
         if warm {
             self.store_pages.apply(&self.cache_dir(who));
         }
-        let t = Instant::now();
-        sh(self
-            .make(who, &bdir, &self.targets)
-            .env(pik::wrapper::SESSION_LOG_ENV, &session));
+        let mut make = self.make(who, &bdir, &self.targets);
+        make.env(pik::wrapper::SESSION_LOG_ENV, &session);
+        let mut m = measure::run(&mut make, "make", None).unwrap();
         if who == Who::Pik {
             // What `pik build` does after every build, so it is timed too: train the store's
             // compression dictionary once there is enough to learn from, evict over the limit.
-            sh(Command::new(&self.pik)
-                .args(["cache", "gc"])
+            let mut gc = Command::new(&self.pik);
+            gc.args(["cache", "gc"])
                 .env("PIK_OBJECT_CACHE_DIR", self.cache_dir(who))
-                .stdout(Stdio::null()));
+                .stdout(Stdio::null());
+            m.add(&measure::run(&mut gc, "pik cache gc", None).unwrap());
         }
-        let s = t.elapsed().as_secs_f64();
-        let mut outcome = String::new();
+        let s = m.wall_s;
+        let mut outcome = format!("  {:.1} s CPU", m.user_s + m.sys_s);
         if who == Who::Pik {
-            let sum = pik::wrapper::Summary::read(&session);
-            outcome = format!("  {sum}");
+            let sum = measure::outcome(&session).summary;
+            outcome.push_str(&format!("  {sum}"));
             self.summaries.borrow_mut().push((name.to_string(), sum));
         }
         eprintln!("  {:<24} {name:<28} {s:8.1} s{outcome}", who.name());
@@ -251,15 +207,10 @@ fn du(p: &Path, apparent: bool) -> u64 {
         .unwrap_or(0)
 }
 
+/// Median, min and max, as `pik bench report` computes them.
 fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = if s.len() % 2 == 1 {
-        s[s.len() / 2]
-    } else {
-        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-    };
-    (med, s[0], s[s.len() - 1])
+    let s = pik::bench::report::stats(v).expect("at least one value");
+    (s.median, s.min, s.max)
 }
 
 /// One cached compile command from the warm build dir's `.cmd` files, to time single hits.
@@ -400,7 +351,7 @@ fn main() {
         tree_env,
         compiler_env,
         summaries: Default::default(),
-        store_pages: StorePages::from_env(),
+        store_pages: env_or("PIK_BENCH_STORE_PAGES", "evict").parse().unwrap(),
         tree,
         config: cfg_dir.join(".config"),
         targets,

@@ -54,6 +54,27 @@ pub fn replace_dir(new: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` whole or not at all: a temp file beside it, flushed to disk, renamed
+/// over it (readers see the old file or the new one; a crash leaves the old one).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pik-write-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_data())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 /// Removes a tree, making read-only directories writable first (kernel trees and Nix-style outputs
 /// may have them).
 pub fn remove_tree(path: &Path) -> Result<()> {

@@ -5,7 +5,9 @@
 //! `input` (target data, source, patches, workspace, toolchain, Kconfig) → `build` (the plan,
 //! kbuild, progress, the orchestration) → `output` (layout, dev output, manifest, memo, firmware
 //! view, publishing) → `nix` (NAR, expression, derivation builder); `wrapper` is the per-compile
-//! hot path, `dist` the distcc client it sends compiles to builders with, `cmd` the subcommands.
+//! hot path, `dist` the distcc client it sends compiles to builders with, `cmd` the
+//! subcommands, `bench` the benchmark (`pik bench`, and what the `kernel_cache` harness times
+//! with).
 
 /// `println!` that fails instead of panicking when standard output is closed or full
 /// (`pik targets > /dev/full`): an `anyhow` error to pass on with `?`.
@@ -18,6 +20,7 @@ macro_rules! outln {
     }};
 }
 
+pub mod bench;
 mod build;
 pub mod cmd;
 pub mod dist;

@@ -780,7 +780,7 @@ pub fn savedefconfig(opt: &Options, dest: &Path, rep: &mut Reporter) -> Result<(
     kb.run(&["savedefconfig"], &[], &mut |_| {})?;
     let src = kb.build_dir.join("defconfig");
     let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-    pik_cache::atomic_write(&std::path::absolute(dest)?, &bytes)
+    crate::fsutil::write_atomic(&std::path::absolute(dest)?, &bytes)
         .with_context(|| format!("writing {}", dest.display()))?;
     rep.finish(
         serde_json::json!({"fragment": dest}),

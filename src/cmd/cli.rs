@@ -62,6 +62,9 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         command: HostsCmd,
     },
+    /// Time kernel builds scenario by scenario (plain make, pik cold/warm/memo, edits, ccache),
+    /// appending one JSON record per run; `pik bench report FILES…` compares hosts.
+    Bench(BenchArgs),
     /// Print a shell completion script: `pik completions bash > /etc/bash_completion.d/pik`.
     Completions {
         /// The shell.
@@ -314,6 +317,93 @@ pub(super) struct ShowArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(super) struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCmd>,
+    /// The build every scenario makes, as `pik build` takes it (no --build-dir, no --json).
+    #[command(flatten)]
+    pub common: Common,
+    /// Parallel jobs of every build. Default: $PIK_JOBS, else `jobs` under [build] in the
+    /// config file, else the number of CPUs.
+    #[arg(short = 'j', long = "jobs", value_parser = parse_jobs)]
+    pub jobs: Option<usize>,
+    /// Scenarios, comma-separated: plain (make, no cache), cold (pik, empty object cache, no
+    /// memo), warm (pik, fresh build dir on the cache cold filled), memo (identical inputs
+    /// again), edit (a patch and a --set after a build), ccache (cold and warm, depend mode),
+    /// dist (over the configured build hosts).
+    #[arg(long, value_delimiter = ',', default_value = crate::bench::scenario::DEFAULT)]
+    pub scenarios: Vec<String>,
+    /// Runs of each scenario (alternated run by run).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub runs: u32,
+    /// The JSON-lines file each run's record is appended to.
+    #[arg(long, value_name = "FILE", default_value = "pik-bench.jsonl")]
+    pub results: PathBuf,
+    /// This host's name in the records and reports. Default: its hostname.
+    #[arg(long, value_name = "HOST")]
+    pub label: Option<String>,
+    /// Work dir for the runs' build and output dirs and the bench's caches.
+    /// Default: <cache dir>-bench.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// A cache store's page-cache state when a warm build starts: evict (on disk only),
+    /// load (read just before) or asis.
+    #[arg(long, value_name = "MODE", default_value = "evict")]
+    pub store_pages: String,
+    /// The driver source the edit scenario's patch changes (relative to the kernel tree).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "drivers/watchdog/bcm2835_wdt.c"
+    )]
+    pub edit_file: String,
+    /// The module the edit scenario turns on.
+    #[arg(
+        long,
+        value_name = "CONFIG_X=m",
+        default_value = "CONFIG_SOFT_WATCHDOG=m"
+    )]
+    pub edit_set: String,
+    /// Keep every run's build and output dirs (they are removed after each run otherwise).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BenchCmd {
+    /// Merge results files (one per host, or many): median and min–max per host × scenario,
+    /// ratios against a baseline, as a table, Markdown or JSON, and an SVG chart.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ReportArgs {
+    /// Results files written by `pik bench`.
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+    /// Ratios against this scenario on each host, or `host:LABEL` for that host's runs of
+    /// each scenario. Default: plain, when there are plain runs.
+    #[arg(long, value_name = "SCENARIO|host:LABEL")]
+    pub baseline: Option<String>,
+    /// What to compare: wall, cpu (user+sys of the process tree) or make.
+    #[arg(long, default_value = "wall", value_parser = ["wall", "cpu", "make"])]
+    pub metric: String,
+    /// Print Markdown tables.
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw the chart (bars per host, min–max whiskers) as SVG into FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Log scale for the chart's time axis.
+    #[arg(long)]
+    pub log_scale: bool,
 }
 
 /// `-j N`: at least 1.

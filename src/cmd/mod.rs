@@ -15,8 +15,9 @@ use crate::settings::{self, Flags, Origin, Setting, Settings};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 pub use cli::Cli;
+use cli::{BenchArgs, BenchCmd, NarCmd, ReportArgs, ShowArgs};
 use cli::{BuildArgs, CacheArgs, CacheCmd, Cmd, Common, ConfigArgs, ConfigCmd, DoctorArgs};
-use cli::{HostsCheckArgs, HostsCmd, NarCmd, ShowArgs};
+use cli::{HostsCheckArgs, HostsCmd};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Hosts {
             command: HostsCmd::Check(h),
         } => hosts_check(h),
+        Cmd::Bench(b) => bench(b),
         Cmd::Completions { shell } => completions(shell),
     }
 }
@@ -365,6 +367,61 @@ fn hosts_check(h: HostsCheckArgs) -> Result<ExitCode> {
     let report = crate::dist::check::check_hosts(&hosts, &opts, &local);
     crate::dist::check::print(&report, h.json)?;
     Ok(exit(report.usable == report.hosts.len()))
+}
+
+/// `pik bench`, or `pik bench report`.
+fn bench(b: BenchArgs) -> Result<ExitCode> {
+    if let Some(BenchCmd::Report(r)) = b.command {
+        return bench_report(r);
+    }
+    if b.common.build_dir.is_some() || b.common.json {
+        anyhow::bail!(
+            "pik bench makes a fresh build dir per run: leave out --build-dir and --json"
+        );
+    }
+    let opt = crate::bench::runner::Options {
+        scenarios: crate::bench::scenario::parse(&b.scenarios)?,
+        store_pages: b.store_pages.parse()?,
+        build: options(b.common, b.jobs)?,
+        runs: b.runs,
+        results: b.results,
+        label: b.label,
+        dir: b.dir,
+        edit_file: b.edit_file,
+        edit_set: b.edit_set,
+        keep: b.keep,
+    };
+    crate::interrupt::install_handler();
+    crate::bench::runner::run(&opt)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pik bench report FILES…`.
+fn bench_report(r: ReportArgs) -> Result<ExitCode> {
+    use crate::bench::{chart, record, report};
+    let mut records = Vec::new();
+    for f in &r.files {
+        records.extend(record::read(f)?);
+    }
+    anyhow::ensure!(!records.is_empty(), "no records in {:?}", r.files);
+    let metric = match r.metric.as_str() {
+        "cpu" => report::Metric::Cpu,
+        "make" => report::Metric::Make,
+        _ => report::Metric::Wall,
+    };
+    let baseline = r.baseline.as_deref().map(report::Baseline::parse);
+    let rep = report::build(&records, metric, baseline);
+    if let Some(svg) = &r.svg {
+        std::fs::write(svg, chart::svg(&rep, r.log_scale)?)
+            .with_context(|| format!("writing {}", svg.display()))?;
+    }
+    let text = match (r.json, r.markdown) {
+        (true, _) => serde_json::to_string_pretty(&rep)?,
+        (_, true) => rep.markdown(),
+        _ => rep.text(),
+    };
+    crate::outln!("{}", text.trim_end())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `pik completions bash|zsh|fish|…`: written whole, so a closed stdout is an error, not a panic.

@@ -1,15 +1,19 @@
-//! The Kconfig result memoized by the build's inputs: `.config`, `include/config/` and
-//! `include/generated/` exactly as Kconfig leaves them in a build dir, under the key of
+//! The Kconfig result memoized by the build's inputs: the final `.config`, under the key of
 //! everything Kconfig reads (the same inputs as the whole-build memo's key). A fresh build dir
-//! whose inputs were configured before gets them back instead of running tinyconfig, the merges
+//! whose inputs were configured before gets it back instead of running tinyconfig, the merges
 //! and olddefconfig again (~10 s of Kconfig for the mini profile). Entries are checked file by
 //! file on restore; a damaged one is removed and Kconfig runs.
+//!
+//! Only `.config` is kept: `include/config/auto.conf` and `include/generated/` are what
+//! kbuild's own syncconfig derives from it at the start of make, and at the time Kconfig
+//! finishes they still hold an earlier stage (tinyconfig before the fragments), which make
+//! would trust if they were restored newer than `.config`.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// What Kconfig leaves in a build dir that later make runs read.
-const PARTS: &[&str] = &[".config", "include/config", "include/generated"];
+/// What is kept of a Kconfig run (see the module note for why nothing else).
+const PARTS: &[&str] = &[".config"];
 
 /// The record of an entry's files: relative path and BLAKE3 of its bytes, one per line.
 const INDEX: &str = "index";
@@ -43,18 +47,16 @@ fn restore_at(root: &Path, key: &str, build: &Path) -> Result<bool> {
     }
 }
 
-/// Copies the entry's files into `build`, checking each against the index. `.config` goes
-/// first, so everything Kconfig generated from it is newer, as kbuild expects.
+/// Copies the entry's files into `build`, checking each against the index.
 fn place(entry: &Path, build: &Path) -> Result<()> {
     let index = std::fs::read_to_string(entry.join(INDEX))?;
-    let mut files: Vec<(&str, &str)> = index
+    let files: Vec<(&str, &str)> = index
         .lines()
         .map(|l| l.split_once(' ').context("bad index line"))
         .collect::<Result<_>>()?;
-    files.sort_by_key(|(rel, _)| *rel != ".config");
     for (rel, digest) in files {
-        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            bail!("bad path {rel:?} in the index");
+        if !PARTS.contains(&rel) {
+            bail!("unexpected path {rel:?} in the index");
         }
         let bytes = std::fs::read(entry.join("files").join(rel))?;
         if blake3::hash(&bytes).to_hex().as_str() != digest {
@@ -133,16 +135,16 @@ mod tests {
         store_at(&root, "k", &a).unwrap();
         let b = t.path().join("b");
         assert!(restore_at(&root, "k", &b).unwrap());
-        for f in [".config", "include/config/auto.conf", "include/config/A"] {
-            assert_eq!(
-                std::fs::read(a.join(f)).unwrap(),
-                std::fs::read(b.join(f)).unwrap()
-            );
-        }
+        assert_eq!(
+            std::fs::read(a.join(".config")).unwrap(),
+            std::fs::read(b.join(".config")).unwrap()
+        );
+        // What syncconfig derives is left to make: restored, a stale auto.conf would win.
+        assert!(!b.join("include").exists());
         assert!(!restore_at(&root, "other", &t.path().join("c")).unwrap());
         // One changed byte: not served, the entry removed, nothing left half placed.
-        let stored = root.join("k/files/include/generated/autoconf.h");
-        std::fs::write(&stored, "#define CONFIG_A 2\n").unwrap();
+        let stored = root.join("k/files/.config");
+        std::fs::write(&stored, "CONFIG_A=n\n").unwrap();
         let d = t.path().join("d");
         assert!(!restore_at(&root, "k", &d).unwrap());
         assert!(!d.join(".config").exists());

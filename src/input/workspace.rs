@@ -65,7 +65,7 @@ pub fn prepare(
     source::check_tree(&staged)?;
     notes.extend(patch::apply_all(&staged, patches)?);
     let digest = source::tree_digest(&staged)?;
-    pik_cache::atomic_write(&record, digest.to_hex().as_bytes())
+    crate::fsutil::write_atomic(&record, digest.to_hex().as_bytes())
         .with_context(|| format!("writing {}", record.display()))?;
     std::fs::rename(&staged, &tree)
         .with_context(|| format!("renaming {} to {}", staged.display(), tree.display()))?;

@@ -68,7 +68,7 @@ pub fn write_beside(
         dev,
     });
     let path = crate::output::nix_path(out);
-    pik_cache::atomic_write(&path, expr.as_bytes())
+    crate::fsutil::write_atomic(&path, expr.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

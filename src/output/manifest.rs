@@ -246,7 +246,7 @@ impl Manifest {
     pub fn write_beside(&self, out: &Path) -> Result<Vec<u8>> {
         let json = serde_json::to_vec_pretty(self)?;
         let path = crate::output::manifest_path(out);
-        pik_cache::atomic_write(&path, &json)
+        crate::fsutil::write_atomic(&path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(json)
     }

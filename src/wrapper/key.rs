@@ -8,10 +8,13 @@ use pik_cache::Digest;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-/// Environment variables whose values change what the compiler produces or prints.
+/// Environment variables whose values change what the compiler produces or prints. kbuild's
+/// own `KBUILD_*` variables are not among them: the compiler never reads them, kbuild passes
+/// what they mean as flags or generated headers (both in the key), and their values differ
+/// between a Kconfig run and a build (exported `KBUILD_CFLAGS` and the like), which would
+/// split the entries of the very same host program or probe.
 fn output_env(name: &[u8]) -> bool {
-    name.starts_with(b"KBUILD_")
-        || name.starts_with(b"LC_")
+    name.starts_with(b"LC_")
         || matches!(
             name,
             b"SOURCE_DATE_EPOCH"
