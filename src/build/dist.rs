@@ -128,7 +128,10 @@ pub fn strict_failure(s: &DistSummary) -> Option<String> {
         .iter()
         .map(|(what, n)| {
             let (host, reason) = what.rsplit_once('/').unwrap_or((what, "unknown"));
-            format!("{host}: {reason} ({n} job{})", if *n == 1 { "" } else { "s" })
+            format!(
+                "{host}: {reason} ({n} job{})",
+                if *n == 1 { "" } else { "s" }
+            )
         })
         .collect();
     Some(format!(

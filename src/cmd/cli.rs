@@ -269,6 +269,16 @@ pub(super) struct BuildArgs {
     /// Don't write the dev output.
     #[arg(long)]
     pub no_dev: bool,
+    /// Builders for compiles that miss the object cache, in distcc's syntax
+    /// (`host[:port][/limit][,lzo][,cpp]`, `user@host` over ssh, `localhost/N` for the local
+    /// slots); each runs stock distccd. Default: $PIK_HOSTS (space-separated), else `list`
+    /// under [hosts] in the config file, else none (every compile runs here).
+    #[arg(long = "hosts", value_name = "SPEC", num_args = 1..)]
+    pub hosts: Vec<String>,
+    /// A compile a builder fails (refused, timed out, died, wrong compiler) fails the build,
+    /// naming the host and the reason, instead of running here. Also $PIK_STRICT_REMOTE=1.
+    #[arg(long)]
+    pub strict_remote: bool,
 }
 
 #[derive(Debug, Args)]

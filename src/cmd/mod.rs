@@ -132,7 +132,17 @@ fn with_reporter(
 /// `pik build`.
 fn build(b: BuildArgs) -> Result<ExitCode> {
     let json = b.common.json;
-    let opt = options(b.common, b.jobs).map(|opt| Options {
+    let hosts = build_hosts(b.hosts);
+    let strict_remote =
+        b.strict_remote || std::env::var_os(STRICT_REMOTE_ENV).is_some_and(|v| v == "1");
+    let opt = options(b.common, b.jobs).and_then(|opt| {
+        Ok(Options {
+            hosts: hosts?,
+            strict_remote,
+            ..opt
+        })
+    });
+    let opt = opt.map(|opt| Options {
         out: b.out,
         config_only: b.config_only,
         no_cache: b.no_cache,
@@ -143,6 +153,22 @@ fn build(b: BuildArgs) -> Result<ExitCode> {
         ..opt
     });
     with_reporter(json, opt, |opt, rep| build::build(opt, rep).map(|_| ()))
+}
+
+/// Makes `pik build` behave as `--strict-remote` when set to `1`.
+const STRICT_REMOTE_ENV: &str = "PIK_STRICT_REMOTE";
+
+/// The build's hosts: `--hosts` > `$PIK_HOSTS` > the config file (read after [`options`]
+/// recorded the flags; parsed and checked later, before any work).
+fn build_hosts(flag: Vec<String>) -> Result<Vec<String>> {
+    if !flag.is_empty() {
+        return Ok(flag);
+    }
+    let list = settings::load()?.hosts()?;
+    blame(
+        crate::dist::parse_hosts(&list.value).map(|_| list.value.clone()),
+        &list.origin,
+    )
 }
 
 /// `pik config --savedefconfig FILE`, or `pik config show`.

@@ -115,7 +115,11 @@ pub struct PumpArgv {
 /// - The depfile options become `-MD`/`-MMD` alone (`-Wp,-MMD,f` would be written in the
 ///   builder's scratch tree, where `f`'s directory does not exist); distccd adds `-MF` of its
 ///   own and returns the depfile.
-pub fn pump_job_argv(args: &[OsString], cwd: &Path, roots: &[&Path]) -> Result<PumpArgv, StayLocal> {
+pub fn pump_job_argv(
+    args: &[OsString],
+    cwd: &Path,
+    roots: &[&Path],
+) -> Result<PumpArgv, StayLocal> {
     scan(args)?;
     if !args.iter().any(|a| a == "-nostdinc") {
         return Err(local(
@@ -699,7 +703,11 @@ mod tests {
         assert!(!p.wp_depfile);
         let e = pump_job_argv(&v("gcc -c x.c"), Path::new("/w"), &[]).unwrap_err();
         assert_eq!(e.key, "system-headers");
-        let e = pump_job_argv(&v("gcc -nostdinc -Wp,-MMD,d,-DX -c x.c"), Path::new("/"), &[]);
+        let e = pump_job_argv(
+            &v("gcc -nostdinc -Wp,-MMD,d,-DX -c x.c"),
+            Path::new("/"),
+            &[],
+        );
         assert_eq!(e.unwrap_err().key, "preprocessor-options");
         assert_eq!(relative_to(b"/a/b/c", b"/a/x/y"), b"../../b/c");
         assert_eq!(relative_to(b"/a", b"/a"), b".");

@@ -408,7 +408,12 @@ fn int(r: &mut impl Read, token: &wire::Token) -> Result<u32, Failure> {
 /// connection failure, anything else distccd's refusal; ssh's stderr says which. Over TCP a
 /// refusal and a distccd that died before answering look the same on the wire, so pik tries
 /// to connect again: a host that no longer accepts connections died ([`Failure::Died`]).
-fn why_closed(conn: &mut Connection, host: &Host, opts: &ConnectOptions, detail: String) -> Failure {
+fn why_closed(
+    conn: &mut Connection,
+    host: &Host,
+    opts: &ConnectOptions,
+    detail: String,
+) -> Failure {
     if let Transport::Tcp { host: h, port } = &host.transport {
         let t = transport::Timeouts {
             connect: opts.timeouts.connect.min(Duration::from_secs(1)),

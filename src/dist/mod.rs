@@ -19,7 +19,6 @@
 //! - [`config`]: what `pik build` tells its compiles about distribution (`PIK_DIST`).
 //! - [`slots`]: the local and remote slots every compile of a build shares (lock files), and
 //!   the backoff of failed hosts.
-//! - [`model`]: the scheduling model `pik plan` replays a recorded build with.
 //!
 //! How the compiler wrapper uses it (see each item's documentation):
 //!
@@ -40,16 +39,15 @@ pub mod client;
 pub mod config;
 pub mod hosts;
 pub mod lzo;
-pub mod model;
 pub mod slots;
 pub mod transport;
 pub mod verify;
 pub mod wire;
 
 pub use args::{pump_argv, pump_job_argv, remote_argv, PumpArgv, StayLocal};
-pub use config::{DistConfig, DIST_ENV};
-pub use slots::Slots;
 pub use client::{compile, Failure, Job, PumpFile, PumpFileContent, Reply, WaitStatus};
+pub use config::{DistConfig, DIST_ENV};
 pub use hosts::{parse_host, parse_hosts, Host, Protocol, Transport};
+pub use slots::Slots;
 pub use transport::{ConnectOptions, SshOptions, Timeouts};
 pub use verify::{check_object, CompilerIdentity, Mismatch};

@@ -88,12 +88,7 @@ pub(super) fn record(started: Instant, c: &Compile, route: &Route, ran: &Ran) {
         (None, false) => route.kind(),
     };
     let d = if route.distributable() { "d" } else { "l" };
-    let mut line = format!(
-        "{start} {end} {where_} {d} {} {} ",
-        cpu_ms(),
-        ran.cpp_ms
-    )
-    .into_bytes();
+    let mut line = format!("{start} {end} {where_} {d} {} {} ", cpu_ms(), ran.cpp_ms).into_bytes();
     line.extend(
         c.output
             .as_os_str()
@@ -131,7 +126,10 @@ mod tests {
     #[test]
     fn lines_parse() {
         let l = JobLine::parse("10 30 pump d 12 0 kernel/fork.o").unwrap();
-        assert_eq!((l.route.as_str(), l.cpu_ms, l.distributable), ("pump", 12, true));
+        assert_eq!(
+            (l.route.as_str(), l.cpu_ms, l.distributable),
+            ("pump", 12, true)
+        );
         assert_eq!(l.output, "kernel/fork.o");
         assert!(JobLine::parse("# make 1 2").is_none());
         assert!(JobLine::parse("30 10 local l 1 0 x.o").is_none());

@@ -137,7 +137,11 @@ impl Ctx {
 /// files under `cwd` or a root are sent (the source tree and the build dir: nothing else of
 /// this machine's leaves it), none may name an `.incbin` file (the builder's assembler would
 /// need it) or test for headers (`__has_include` could answer differently on the builder).
-fn pump_files(deps: &[PathBuf], cwd: &Path, roots: &[&Path]) -> Result<Vec<PumpFile>, &'static str> {
+fn pump_files(
+    deps: &[PathBuf],
+    cwd: &Path,
+    roots: &[&Path],
+) -> Result<Vec<PumpFile>, &'static str> {
     let mut files = Vec::with_capacity(deps.len());
     for d in deps {
         let abs = cwd.join(d);
@@ -235,7 +239,8 @@ fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while let Some(k) = memchr::memmem::find(&hay[i..], from) {
         let at = i + k;
-        let starts = at == 0 || !matches!(hay[at - 1], b'.' | b'/' | b'_' | b'-' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z');
+        let starts = at == 0
+            || !matches!(hay[at - 1], b'.' | b'/' | b'_' | b'-' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z');
         out.extend_from_slice(&hay[i..at]);
         out.extend_from_slice(if starts { to } else { from });
         i = at + from.len();

@@ -493,7 +493,10 @@ mod tests {
         let (c, a) = compile("-Wp,-MMD,d/.x.o.d -O2 -c -o d/x.o /s/x.c");
         assert_eq!(shown(&cpp_args(&c, &a)), "-Wp,-MMD,d/.x.o.d -O2 -E /s/x.c");
         let (c, a) = compile("-MD -O2 -c -od/x.o x.c");
-        assert_eq!(shown(&cpp_args(&c, &a)), "-MD -O2 -E x.c -MF d/x.d -MQ d/x.o");
+        assert_eq!(
+            shown(&cpp_args(&c, &a)),
+            "-MD -O2 -E x.c -MF d/x.d -MQ d/x.o"
+        );
         let (c, a) = compile("-MMD -MF x.dep -MT t -c x.c -o x.o");
         assert_eq!(shown(&cpp_args(&c, &a)), "-MMD -MF x.dep -MT t -E x.c");
     }
