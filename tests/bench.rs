@@ -349,9 +349,15 @@ fn a_scenario_that_cannot_run_here_fails_before_anything_runs() {
         err.contains("PIK_HOSTS") && err.contains("[hosts]"),
         "{err}"
     );
-    // With hosts, this pik has no distribution yet: said so, by its step.
-    let out = run(bench("dist").env("PIK_HOSTS", "builder/4"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("step 6"));
+    // A host that does not answer: `pik hosts check`'s verdict, before any build.
+    let out = run(bench("dist").env("PIK_HOSTS", "127.0.0.1:9/4"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hosts check") && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
+    assert!(!results.exists(), "a record was written");
     // No ccache on PATH: named with its Debian package.
     let empty = t.path().join("empty-bin");
     std::fs::create_dir_all(&empty).unwrap();

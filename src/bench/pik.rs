@@ -83,6 +83,17 @@ impl Bench<'_> {
         } else {
             man.objects_compiled.saturating_sub(hits)
         };
+        // A distributed build says where its misses ran (pump jobs are remote ones too).
+        if let Some(d) = man
+            .cache
+            .as_ref()
+            .and_then(|c| c.dist.as_ref())
+            .filter(|_| !hit)
+        {
+            r.jobs.remote = d.remote + d.pump;
+            r.jobs.fallback = d.fallback;
+            r.jobs.local = r.jobs.local.saturating_sub(r.jobs.remote);
+        }
         // A memo hit's manifest carries the cache outcome of the build that stored it.
         r.cache = man.cache.as_ref().filter(|_| !hit).map(|c| Cache {
             kind: "pik".into(),
@@ -140,14 +151,13 @@ impl Bench<'_> {
 
     /// `dist`: an emptied store, the build distributed over the configured hosts.
     pub(super) fn dist(&mut self, run: u32) -> Result<Record> {
-        let hosts = crate::settings::load()?.hosts()?.value.join(" ");
+        let hosts = crate::settings::load()?.hosts()?.value;
         self.empty_store(STORE)?;
         let rd = self.run_dir("dist")?;
-        let extra = ["--hosts".into(), hosts.into()];
+        let mut extra: Vec<std::ffi::OsString> = vec!["--hosts".into()];
+        extra.extend(hosts.into_iter().map(Into::into));
         let (m, man) = self.pik_build(&rd.build, &rd.out, &extra, true)?;
-        let mut r = self.pik_record("dist", run, &m, &man);
-        r.notes
-            .push("remote and fallback job counts are not in the manifest yet".into());
+        let r = self.pik_record("dist", run, &m, &man);
         self.done(rd)?;
         Ok(r)
     }

@@ -134,24 +134,30 @@ pub fn check_host(
                  --scenarios)"
             );
         }
-        if !build_takes_hosts(pik) {
-            bail!(
-                "the dist scenario needs pik built with distribution (step 6): `{} build` has \
-                 no --hosts option",
-                pik.display()
-            );
-        }
+        hosts_usable(pik, hosts)?;
     }
     Ok(())
 }
 
-/// Whether `pik build` takes `--hosts` (distribution is being built apart; until it is in,
-/// the dist scenario cannot run).
-fn build_takes_hosts(pik: &Path) -> bool {
-    std::process::Command::new(pik)
-        .args(["build", "--help"])
+/// `pik hosts check` of the build hosts: the dist scenario times builders, so every host must
+/// answer and have the local compiler (else its jobs would quietly run here).
+fn hosts_usable(pik: &Path, hosts: &[String]) -> Result<()> {
+    let out = std::process::Command::new(pik)
+        .args(["hosts", "check", "--timeout", "20", "--hosts"])
+        .args(hosts)
+        .stdin(std::process::Stdio::null())
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--hosts"))
+        .map_err(|e| anyhow::anyhow!("running `{} hosts check`: {e}", pik.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the dist scenario needs every build host usable, and `pik hosts check --hosts {}` \
+             says:\n{}{}fix or remove those hosts (or leave dist out of --scenarios)",
+            hosts.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -193,11 +199,11 @@ mod tests {
             &[Scenario::Dist],
             &["h/2".into()],
             "c",
-            Path::new("/bin/true"),
+            Path::new("/bin/false"),
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("step 6"), "{e}");
+        assert!(e.contains("hosts check"), "{e}");
         check_host(&[Scenario::Memo], &[], "c", Path::new("/bin/true")).unwrap();
     }
 }

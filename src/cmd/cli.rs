@@ -65,6 +65,9 @@ pub(super) enum Cmd {
     /// Time kernel builds scenario by scenario (plain make, pik cold/warm/memo, edits, ccache),
     /// appending one JSON record per run; `pik bench report FILES…` compares hosts.
     Bench(BenchArgs),
+    /// Predict make's wall time with builders from a build's job log
+    /// (`<build-dir>/pik-jobs.log`): the recorded compiles replayed on simulated builders.
+    Plan(PlanArgs),
     /// Print a shell completion script: `pik completions bash > /etc/bash_completion.d/pik`.
     Completions {
         /// The shell.
@@ -162,6 +165,40 @@ pub(super) struct HostsCheckArgs {
     /// Seconds a host may take to answer the probe (connecting is limited to 4 s).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PlanArgs {
+    /// The job log a build wrote, or the build dir that holds it (`pik-jobs.log`). Record a
+    /// build with an empty object cache (`PIK_OBJECT_CACHE_DIR=<empty dir>`, `--no-memo`) so
+    /// every compile ran.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub log: std::path::PathBuf,
+    /// Local cores. Default: this machine's.
+    #[arg(long)]
+    pub local: Option<usize>,
+    /// Numbers of identical builders to predict for (0: this machine alone).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,8")]
+    pub builders: Vec<usize>,
+    /// Or these hosts, in distcc's syntax (each `/limit` its slots), predicted together.
+    #[arg(long = "hosts", value_name = "SPEC", num_args = 1.., conflicts_with = "builders")]
+    pub hosts: Vec<String>,
+    /// Slots per builder (its cores).
+    #[arg(long, default_value_t = 4)]
+    pub slots: usize,
+    /// A builder core's speed against a local one (0.5: a compile takes twice as long there).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Round trip and transfer per job, ms.
+    #[arg(long, default_value_t = 2.0)]
+    pub rtt_ms: f64,
+    /// Local preprocessing per remote job, ms (0 for pump jobs). Default: the log's mean for
+    /// jobs that went out, else 128.
+    #[arg(long)]
+    pub cpp_ms: Option<f64>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -5,6 +5,7 @@ pub mod cache;
 mod cli;
 mod config;
 pub mod doctor;
+mod plan;
 
 use crate::build::progress::Reporter;
 use crate::build::{self, Options};
@@ -38,6 +39,7 @@ pub fn run() -> Result<ExitCode> {
             command: HostsCmd::Check(h),
         } => hosts_check(h),
         Cmd::Bench(b) => bench(b),
+        Cmd::Plan(p) => plan::run(p),
         Cmd::Completions { shell } => completions(shell),
     }
 }

@@ -19,6 +19,7 @@
 //! - [`config`]: what `pik build` tells its compiles about distribution (`PIK_DIST`).
 //! - [`slots`]: the local and remote slots every compile of a build shares (lock files), and
 //!   the backoff of failed hosts.
+//! - [`model`]: the scheduling model `pik plan` replays a recorded build with.
 //!
 //! How the compiler wrapper uses it (see each item's documentation):
 //!
@@ -39,6 +40,7 @@ pub mod client;
 pub mod config;
 pub mod hosts;
 pub mod lzo;
+pub mod model;
 pub mod slots;
 pub mod transport;
 pub mod verify;

@@ -32,8 +32,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// Where a miss was compiled, as the session log and the job log record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Route {
-    /// No distribution in this build.
-    Plain,
+    /// No distribution in this build; whether a builder could have taken it (for `pik plan`).
+    Plain { distributable: bool },
     /// Here, in a distributed build; why (`busy`, `no-host`, a [`dist::StayLocal`] key, …).
     Local {
         /// Why it did not go to a builder.
@@ -54,7 +54,7 @@ impl Route {
     /// `remote/<host>/pump-<why>`, `pump/<host>`, `fallback/<host>/<reason>`.
     pub(super) fn reason(&self) -> String {
         match self {
-            Route::Plain => "-".into(),
+            Route::Plain { .. } => "-".into(),
             Route::Local { why, .. } => format!("local/{why}"),
             Route::Remote { host, pump: None } => format!("remote/{host}"),
             Route::Remote {
@@ -69,7 +69,7 @@ impl Route {
     /// The job log's route.
     pub(super) fn kind(&self) -> &'static str {
         match self {
-            Route::Plain | Route::Local { .. } => "local",
+            Route::Plain { .. } | Route::Local { .. } => "local",
             Route::Remote { .. } => "remote",
             Route::Pump { .. } => "pump",
             Route::Fallback { .. } => "fallback",
@@ -79,8 +79,7 @@ impl Route {
     /// Whether a builder could have taken the compile.
     pub(super) fn distributable(&self) -> bool {
         match self {
-            Route::Plain => false,
-            Route::Local { distributable, .. } => *distributable,
+            Route::Plain { distributable } | Route::Local { distributable, .. } => *distributable,
             _ => true,
         }
     }
@@ -153,17 +152,20 @@ impl Ctx {
         key: &Digest,
     ) -> Res<Outcome> {
         let Some(d) = Dist::from_env() else {
-            return Ok(Outcome::Ran(
-                self.run_compiler(c, args, stdin)?,
-                Route::Plain,
-            ));
+            let route = Route::Plain {
+                distributable: self.distributable(c, args),
+            };
+            return Ok(Outcome::Ran(self.run_compiler(c, args, stdin)?, route));
         };
         let local = |why: &str, distributable: bool| Route::Local {
             why: why.into(),
             distributable,
         };
         if c.probe.is_some() || c.host {
-            return self.here(&d, c, args, stdin, Route::Plain);
+            let route = Route::Plain {
+                distributable: false,
+            };
+            return self.here(&d, c, args, stdin, route);
         }
         if self.name != d.cfg.compiler.as_str() {
             return self.here(&d, c, args, stdin, local("compiler", false));
@@ -182,6 +184,18 @@ impl Ctx {
             key,
         };
         self.place(&d, &job)
+    }
+
+    /// Whether a builder could take this compile by distcc's rules (recorded in the job log
+    /// of a build without hosts, so `pik plan` can replay it with builders). Only asked when
+    /// the job log is kept: the check is an argv scan, but a miss without a log needs none.
+    fn distributable(&self, c: &Compile, args: &[OsString]) -> bool {
+        if c.probe.is_some() || c.host || std::env::var_os(super::JOBS_LOG_ENV).is_none() {
+            return false;
+        }
+        let mut full = vec![self.name.clone()];
+        full.extend(args.iter().cloned());
+        dist::remote_argv(&full).is_ok()
     }
 
     /// Waits for the first free slot: a builder's, else a local one (unless every compile must
@@ -504,7 +518,12 @@ mod tests {
     #[test]
     fn session_reasons() {
         let r = |route: Route| route.reason();
-        assert_eq!(r(Route::Plain), "-");
+        assert_eq!(
+            r(Route::Plain {
+                distributable: true
+            }),
+            "-"
+        );
         assert_eq!(
             r(Route::Remote {
                 host: "pi5a:3633".into(),
