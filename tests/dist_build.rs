@@ -60,6 +60,15 @@ fn builder(n: u8, cmdlist: &[&Path]) -> Netns {
     ns
 }
 
+/// A builder whose `aarch64-linux-gnu-gcc` is a shell script with `body` (the script's
+/// directory is returned with it and must outlive the builder).
+fn scripted_builder(n: u8, body: &str) -> (tempfile::TempDir, Netns) {
+    let scripts = netns::scratch_dir();
+    let cc = netns::script(scripts.path(), CC, body);
+    let ns = builder(n, &[&cc]);
+    (scripts, ns)
+}
+
 /// The distribution summary of a session log.
 fn dist_of(log: &Path) -> DistSummary {
     Summary::read(log).dist
@@ -310,13 +319,8 @@ fn a_builder_slower_than_the_timeout_falls_back() {
     if !namespaces() {
         return;
     }
-    let scripts = netns::scratch_dir();
-    let slow = netns::script(
-        scripts.path(),
-        CC,
-        &format!("sleep 20\nexec {} \"$@\"", cc_path().display()),
-    );
-    let ns = builder(8, &[&slow]);
+    let body = format!("sleep 20\nexec {} \"$@\"", cc_path().display());
+    let (_scripts, ns) = scripted_builder(8, &body);
     let mut p = Cc::ok();
     p.timeout_ms = 2_000;
     falls_back(&p, &format!("{}/2", ns.addr), &host_key(&ns), "timeout");
@@ -328,9 +332,7 @@ fn a_builder_dying_mid_job_falls_back() {
         return;
     }
     // The compiler kills the distccd process serving the job: the connection drops mid-job.
-    let scripts = netns::scratch_dir();
-    let killer = netns::script(scripts.path(), CC, "kill -9 $PPID\nsleep 5");
-    let ns = builder(4, &[&killer]);
+    let (_scripts, ns) = scripted_builder(4, "kill -9 $PPID\nsleep 5");
     let p = Cc::ok();
     falls_back(&p, &format!("{}/2,lzo", ns.addr), &host_key(&ns), "refused");
 }
@@ -341,9 +343,7 @@ fn a_builder_with_another_compiler_falls_back() {
         return;
     }
     // The name says aarch64, the script behind it makes x86-64 objects.
-    let scripts = netns::scratch_dir();
-    let fake = netns::script(scripts.path(), CC, "exec gcc \"$@\"");
-    let ns = builder(5, &[&fake]);
+    let (_scripts, ns) = scripted_builder(5, "exec gcc \"$@\"");
     let p = Cc::ok();
     falls_back(
         &p,
