@@ -1,6 +1,6 @@
 //! `pik bench`: the checks made before anything runs, the bench's work dir (fresh build and
 //! output dirs per run, the stores the scenarios fill), the untimed preparation (pik's tree and
-//! `.config` for make, the edit patch, a memo entry), the runs themselves in rotating order,
+//! `.config` for make, the edit patch), the runs themselves in rotating order,
 //! progress, and one record appended per measurement.
 
 use super::measure::{Measured, StorePages};
@@ -168,19 +168,15 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// The untimed setup the scenarios share: pik's tree and `.config` (make scenarios, edit),
-    /// a memo entry (memo).
+    /// The untimed setup the scenarios share: pik's tree and `.config` (make scenarios, edit).
+    /// The memo needs none: every `pik build` stores its result there, so `memo` primes it
+    /// itself only when nothing before it did (a full build's worth of time saved).
     fn prepare(&mut self) -> Result<()> {
-        let has = |s: Scenario| self.opt.scenarios.contains(&s);
-        if self.opt.scenarios.iter().any(|s| s.uses_make()) || has(Scenario::Edit) {
+        if self.opt.scenarios.iter().any(|s| s.uses_make())
+            || self.opt.scenarios.contains(&Scenario::Edit)
+        {
             eprintln!("pik bench: preparing pik's tree and .config (pik build --config-only)");
             self.prep = Some(self.prep_config()?);
-        }
-        if has(Scenario::Memo) {
-            eprintln!("pik bench: making sure the memo holds this build (untimed pik build)");
-            let rd = self.run_dir("memo-prime")?;
-            self.pik_build(&rd.build, &rd.out, &[], false)?;
-            self.done(rd)?;
         }
         Ok(())
     }
