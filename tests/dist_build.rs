@@ -267,6 +267,35 @@ fn a_good_builder_compiles_and_a_known_header_list_makes_a_pump_job() {
         "protocol 2 object"
     );
     assert_eq!(std::fs::read(p.path("a.o")).unwrap(), want, "pump object");
+
+    // Another configuration of the same call: its header now includes one more. The kept list
+    // no longer holds (a header changed), so the job goes preprocessed without asking the
+    // builder to fail first, and its own list is kept beside the first.
+    let old = std::fs::read(p.path("inc/hello.h")).unwrap();
+    std::fs::write(p.path("inc/extra.h"), "#define EXTRA 0\n").unwrap();
+    std::fs::write(
+        p.path("inc/hello.h"),
+        "#include \"extra.h\"\n#define TWICE(x) ((x) * 2 + EXTRA)\n",
+    )
+    .unwrap();
+    assert!(p.compile(&cfg, "objects-3", "a.o").status.success());
+    let d = p.dist();
+    assert_eq!((d.remote, d.pump, d.fallback), (2, 1, 0), "{d:?}");
+    assert_eq!(d.pump_declined.get("changed"), Some(&1), "{d:?}");
+    assert!(p.compile(&cfg, "objects-4", "a.o").status.success());
+    assert_eq!(
+        p.dist().pump,
+        2,
+        "the new list makes a pump job: {:?}",
+        p.dist()
+    );
+    assert_eq!(std::fs::read(p.path("a.o")).unwrap(), p.local_object());
+    // Back to the first configuration: its list was kept too.
+    std::fs::write(p.path("inc/hello.h"), old).unwrap();
+    assert!(p.compile(&cfg, "objects-5", "a.o").status.success());
+    let d = p.dist();
+    assert_eq!((d.remote, d.pump, d.fallback), (2, 3, 0), "{d:?}");
+    assert_eq!(std::fs::read(p.path("a.o")).unwrap(), want);
 }
 
 /// Runs the project's compile against a failing builder: it must still succeed here with the

@@ -5,12 +5,19 @@
 //! host path the sandbox does not have), otherwise from the environment. Outputs are `out` and,
 //! when the derivation declares it, `dev`. pik honours `NIX_BUILD_CORES` (0 = every core),
 //! works only under `NIX_BUILD_TOP`, never writes `$HOME` (`/homeless-shelter`), and needs no
-//! network.
+//! network unless the derivation names build hosts.
 //!
 //! Caching: a build sandbox sees no pik cache unless the machine's administrator exposes one at
 //! [`ADMIN_CACHE`] (`extra-sandbox-paths = /var/cache/pik`, as NixOS does for ccache). With it,
 //! the memo and the object cache work as in `pik build`; without it, both are off, since a
 //! cache that dies with the sandbox cannot pay for itself.
+//!
+//! Distribution: off unless the derivation names builders (`hosts`, distcc's host syntax;
+//! `strictRemote`). Builders are reached from the build's own network namespace, which Nix's
+//! sandbox leaves with loopback only: such a build needs `__noChroot` (with `sandbox = relaxed`)
+//! or `sandbox = false`, and pik refuses named hosts it could never reach rather than compile
+//! everything here after a refused connection per host. Remote objects are checked against the
+//! local compiler like in `pik build`, so the outputs are the same either way.
 
 use crate::build::progress::Reporter;
 use crate::build::{self, Options};
@@ -205,6 +212,10 @@ pub fn run() -> Result<()> {
     std::env::set_var("PIK_CACHE_DIR", &cache);
     std::env::remove_var(crate::wrapper::STORE_ENV);
     let staging = top.join("pik-out");
+    let hosts = attrs.list("hosts");
+    if !hosts.is_empty() {
+        check_network(&hosts, &read_net_devices())?;
+    }
     let opt = options(
         &attrs,
         &env,
@@ -214,14 +225,21 @@ pub fn run() -> Result<()> {
         outputs.contains_key("dev"),
     )?;
     eprintln!(
-        "pik: nix-builder: target {} profile {}, -j{}, {}",
+        "pik: nix-builder: target {} profile {}, -j{}, {}, {}",
         opt.target,
         opt.profile.as_deref().unwrap_or("(default)"),
         opt.jobs.unwrap_or(1),
-        if cached {
-            format!("cache {ADMIN_CACHE} (memo and objects)")
+        match (cached, opt.hosts.is_empty()) {
+            (true, _) => format!("cache {ADMIN_CACHE} (memo and objects)"),
+            (false, true) => format!("no cache ({ADMIN_CACHE} is not exposed to the sandbox)"),
+            // Distributed compiles go through the object cache's wrapper: a private one.
+            (false, false) =>
+                "a private object cache for this build (distribution needs it)".into(),
+        },
+        if opt.hosts.is_empty() {
+            "no build hosts".to_string()
         } else {
-            format!("no cache ({ADMIN_CACHE} is not exposed to the sandbox)")
+            format!("build hosts {}", opt.hosts.join(" "))
         }
     );
     let mut rep = Reporter::with_mode(crate::build::progress::Mode::Plain);
@@ -248,6 +266,7 @@ fn options(
     dev: bool,
 ) -> Result<Options> {
     let paths = |name: &str| attrs.list(name).into_iter().map(PathBuf::from).collect();
+    let hosts = attrs.list("hosts");
     Ok(Options {
         target: attrs
             .string("target")
@@ -263,12 +282,42 @@ fn options(
         patches: paths("patches"),
         jobs: Some(jobs(env.get("NIX_BUILD_CORES").map(String::as_str))?),
         no_nixos: !attrs.flag("nixos", true),
-        no_cache: !cached,
+        no_cache: !cached && hosts.is_empty(),
         no_memo: !cached,
         dev: Some(staging.join("dev")),
         no_dev: !dev,
+        strict_remote: attrs.flag("strictRemote", false),
+        hosts,
         ..Options::default()
     })
+}
+
+/// The network interfaces of this process's network namespace (`/proc/net/dev`).
+fn read_net_devices() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .collect()
+}
+
+/// Fails when the derivation names remote builders but the build has no network beyond
+/// loopback (`devices`): Nix's sandbox gives a derivation a network namespace of its own.
+fn check_network(hosts: &[String], devices: &[String]) -> Result<()> {
+    let specs = crate::dist::parse_hosts(hosts)
+        .context("the derivation's \"hosts\" attribute (distcc's host syntax)")?;
+    let remote = specs.iter().any(|h| !h.is_local());
+    // An unreadable list (no /proc) proves nothing: the build's fallbacks will say.
+    if remote && !devices.is_empty() && devices.iter().all(|d| d == "lo") {
+        bail!(
+            "the derivation names build hosts ({}) but this build has no network: Nix's sandbox \
+             gives a derivation only loopback. Allow it with `sandbox = relaxed` in nix.conf (the \
+             derivation sets __noChroot when it names hosts, as nix/kernel.nix does) or \
+             `sandbox = false`, or drop \"hosts\" to build here",
+            hosts.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// Copies a built tree to the output path Nix gave and checks it hashes to what pik built.
@@ -339,6 +388,50 @@ mod tests {
         assert!(!a.flag("nixos", true));
         let bad = BTreeMap::from([("__json".to_string(), "{}".to_string())]);
         assert!(Attrs::load(e.path(), &bad).is_err());
+    }
+
+    #[test]
+    fn hosts_need_a_network_beyond_loopback() {
+        let lo = vec!["lo".to_string()];
+        let eth = vec!["lo".to_string(), "eth0".to_string()];
+        let pi = vec!["pi5a/4,lzo".to_string()];
+        let err = check_network(&pi, &lo).unwrap_err().to_string();
+        assert!(
+            err.contains("pi5a/4,lzo") && err.contains("sandbox"),
+            "{err}"
+        );
+        assert!(check_network(&pi, &eth).is_ok());
+        assert!(check_network(&pi, &[]).is_ok());
+        // Only local slots: nothing to reach.
+        assert!(check_network(&["localhost/2".to_string()], &lo).is_ok());
+        let bad = check_network(&["pi5a,auth".to_string()], &eth).unwrap_err();
+        assert!(format!("{bad:#}").contains("hosts"), "{bad:#}");
+    }
+
+    #[test]
+    fn hosts_and_strict_remote_come_from_the_derivation() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(".attrs.json"),
+            r#"{"outputs":{"out":"/nix/store/a-k"},"target":"bcm2712","src":"/nix/store/s",
+                "hosts":["10.0.0.2/2,lzo","pi@pi5b"],"strictRemote":true}"#,
+        )
+        .unwrap();
+        let a = Attrs::load(d.path(), &BTreeMap::new()).unwrap();
+        let o = options(&a, &BTreeMap::new(), d.path(), d.path(), false, false).unwrap();
+        assert_eq!(o.hosts, ["10.0.0.2/2,lzo", "pi@pi5b"]);
+        assert!(o.strict_remote);
+        // No administrator's cache, but distribution needs the wrapper: a private cache.
+        assert!(!o.no_cache && o.no_memo);
+
+        std::fs::write(
+            d.path().join(".attrs.json"),
+            r#"{"outputs":{"out":"/nix/store/a-k"},"target":"bcm2712","src":"/nix/store/s"}"#,
+        )
+        .unwrap();
+        let a = Attrs::load(d.path(), &BTreeMap::new()).unwrap();
+        let o = options(&a, &BTreeMap::new(), d.path(), d.path(), false, false).unwrap();
+        assert!(o.hosts.is_empty() && !o.strict_remote && o.no_cache);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::deps::Scanned;
 use super::events::{self, HOST, PROBE};
 use super::record::{Candidate, Record};
 use super::remote::Outcome;
-use super::{depfile, exit_code, jobs, pump, real_compiler, Ctx, Failure, Res};
+use super::{depfile, exit_code, jobs, real_compiler, Ctx, Failure, Res};
 use pik_cache::stats::Event;
 use pik_cache::Digest;
 use std::io::{Read, Write};
@@ -157,7 +157,7 @@ impl Ctx {
             Err(why) => return Ok(Some(why)),
         };
         // The header list outlives the object store, for pump jobs of later builds.
-        pump::keep(c, key, &cand.depfile);
+        self.keep_header_list(c, key, &cand.depfile);
         record
             .candidates
             .retain(|k| k.deps_digest != cand.deps_digest);

@@ -25,7 +25,11 @@ pub const PUMP_DIR_ENV: &str = "PIK_PUMP_DIR";
 pub const PUMP_STORE: &str = "pump";
 
 /// What a header list entry starts with.
-const MAGIC: &[u8] = b"PIKPUMP1\n";
+const MAGIC: &[u8] = b"PIKPUMP2\n";
+
+/// Header lists kept per call, newest first: a call compiled under another configuration (a
+/// Pi 4 and a Pi 5 kernel from one tree, say) reads other headers, and each keeps its own.
+const VARIANTS: usize = 4;
 
 /// The header lists' store, if its directory can be found and trusted.
 fn store() -> Option<Store> {
@@ -36,28 +40,122 @@ fn store() -> Option<Store> {
     Store::open_with(dir, env::cache_sharing()).ok()
 }
 
-/// Keeps the (normalized) depfile of a stored miss as its call's header list, unless the call
-/// could never be a pump job (probes, host programs, assembly). Best effort.
-pub(super) fn keep(c: &Compile, key: &Digest, dep_text: &[u8]) {
-    let asm = matches!(
-        c.input.extension().and_then(|e| e.to_str()),
-        Some("S" | "s" | "sx")
-    );
-    if c.probe.is_some() || c.host || asm || dep_text.is_empty() {
-        return;
-    }
-    if let Some(s) = store() {
-        let mut payload = MAGIC.to_vec();
-        payload.extend_from_slice(dep_text);
-        let _ = s.put_entry(key, &payload);
-    }
+/// One kept header list: the digest of its headers' content when it was kept, and the
+/// (normalized) depfile.
+#[derive(Debug, PartialEq)]
+struct Variant {
+    headers: Digest,
+    depfile: Vec<u8>,
 }
 
-/// The header list kept for `key`: the files of its depfile, as the depfile names them.
-fn load(key: &Digest, portable: &[Vec<u8>]) -> Option<Vec<PathBuf>> {
-    let payload = store()?.get_entry(key).ok()??;
-    let text = payload.strip_prefix(MAGIC)?;
-    depfile::prerequisites(&args::denormalize(text, portable))
+/// The variants of an entry's payload; none for a damaged or older one.
+fn decode(payload: &[u8]) -> Vec<Variant> {
+    let mut out = Vec::new();
+    let Some(mut rest) = payload.strip_prefix(MAGIC) else {
+        return out;
+    };
+    while rest.len() >= 36 {
+        let headers = Digest(rest[..32].try_into().expect("32 bytes"));
+        let len = u32::from_le_bytes(rest[32..36].try_into().expect("4 bytes")) as usize;
+        let Some(depfile) = rest.get(36..36 + len) else {
+            return Vec::new();
+        };
+        out.push(Variant {
+            headers,
+            depfile: depfile.to_vec(),
+        });
+        rest = &rest[36 + len..];
+    }
+    if !rest.is_empty() {
+        out.clear();
+    }
+    out
+}
+
+fn encode(variants: &[Variant]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    for v in variants {
+        out.extend_from_slice(&v.headers.0);
+        out.extend_from_slice(&(v.depfile.len() as u32).to_le_bytes());
+        out.extend_from_slice(&v.depfile);
+    }
+    out
+}
+
+/// The headers a (normalized) depfile names: every prerequisite but the first, the source,
+/// which a pump job sends as it is now (an edited source keeps its list).
+fn headers(depfile: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let all = depfile::prerequisites(depfile)?;
+    Some(
+        all.iter()
+            .skip(1)
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+    )
+}
+
+impl Ctx {
+    /// Keeps the (normalized) depfile of a stored miss as a header list of its call (under the
+    /// call's first key), unless the call could never be a pump job (probes, host programs,
+    /// assembly). Best effort.
+    pub(super) fn keep_header_list(&self, c: &Compile, key: &Digest, dep_text: &[u8]) {
+        let asm = matches!(
+            c.input.extension().and_then(|e| e.to_str()),
+            Some("S" | "s" | "sx")
+        );
+        if c.probe.is_some() || c.host || asm || dep_text.is_empty() {
+            return;
+        }
+        let (Some(s), Some(names)) = (store(), headers(dep_text)) else {
+            return;
+        };
+        let Ok(digest) = self.deps_digest(&names, &c.portable) else {
+            return;
+        };
+        let mut variants = s
+            .get_entry(key)
+            .ok()
+            .flatten()
+            .map(|p| decode(&p))
+            .unwrap_or_default();
+        variants.retain(|v| v.headers != digest);
+        variants.insert(
+            0,
+            Variant {
+                headers: digest,
+                depfile: dep_text.to_vec(),
+            },
+        );
+        variants.truncate(VARIANTS);
+        let _ = s.put_entry(key, &encode(&variants));
+    }
+
+    /// The newest header list kept for `key` whose headers all still have the content they
+    /// had: the files of its depfile, as the depfile names them. `Err`: why there is none
+    /// (`nolist`: none kept; `changed`: every list kept read headers that changed since).
+    fn header_list(
+        &self,
+        key: &Digest,
+        portable: &[Vec<u8>],
+    ) -> Result<Vec<PathBuf>, &'static str> {
+        let payload = store()
+            .and_then(|s| s.get_entry(key).ok().flatten())
+            .ok_or("nolist")?;
+        let variants = decode(&payload);
+        if variants.is_empty() {
+            return Err("nolist");
+        }
+        for v in &variants {
+            let Some(names) = headers(&v.depfile) else {
+                continue;
+            };
+            if self.deps_digest(&names, portable).ok() == Some(v.headers) {
+                return depfile::prerequisites(&args::denormalize(&v.depfile, portable))
+                    .ok_or("nolist");
+            }
+        }
+        Err("changed")
+    }
 }
 
 /// How a pump attempt ended.
@@ -75,8 +173,9 @@ impl Ctx {
     pub(super) fn pump(&self, d: &Dist, host: &Host, job: &Distributable) -> Res<PumpResult> {
         let instead = |why: &str| Ok(PumpResult::Instead(why.into()));
         let c = job.c;
-        let Some(deps) = load(job.key, &c.portable) else {
-            return instead("nolist");
+        let deps = match self.header_list(job.key, &c.portable) {
+            Ok(deps) => deps,
+            Err(why) => return instead(why),
         };
         let cwd = std::env::current_dir()?;
         let roots: Vec<&Path> = c
@@ -304,6 +403,28 @@ mod tests {
         assert_eq!(
             unroot(b"x ../src/a ../../src/b\n../src/c", &pa.roots),
             b"x /w/src/a ../../src/b\n/w/src/c"
+        );
+    }
+
+    #[test]
+    fn header_lists_round_trip_and_damage_reads_as_none() {
+        let v = vec![
+            Variant {
+                headers: Digest::of(b"a"),
+                depfile: b"f.o: f.c a.h\n".to_vec(),
+            },
+            Variant {
+                headers: Digest::of(b"b"),
+                depfile: b"f.o: f.c b.h c.h\n".to_vec(),
+            },
+        ];
+        let bytes = encode(&v);
+        assert_eq!(decode(&bytes), v);
+        assert!(decode(&bytes[..bytes.len() - 1]).is_empty());
+        assert!(decode(b"PIKPUMP1\nf.o: f.c\n").is_empty());
+        assert_eq!(
+            headers(b"f.o: f.c b.h \\\n c.h\n").unwrap(),
+            [b"b.h".to_vec(), b"c.h".to_vec()]
         );
     }
 
