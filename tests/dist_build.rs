@@ -3,7 +3,8 @@
 //! builder is bit-identical to the shared local build, and at `pik cc` level each way a builder
 //! can fail (refused connection, a builder dying mid-job, a builder with another compiler)
 //! runs the job here with the fallback counted by host and reason, `--strict-remote` turns it
-//! into a failure naming both, and a genuine compile error is reported once.
+//! into a failure naming both, and a genuine compile error is reported once; a Nix derivation
+//! naming a builder distributes and its outputs hash as the local build's.
 //!
 //! Needs root (`ip netns`); skipped with a message only where a namespace cannot be made.
 
@@ -136,6 +137,83 @@ fn a_mini_build_with_every_compile_remote_is_identical_to_the_local_one() {
         text.contains("pik: dist"),
         "no dist line in the summary:\n{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pik as a Nix derivation's builder, with a builder named by the derivation.
+
+#[test]
+fn a_derivation_naming_a_builder_distributes_and_its_outputs_are_the_local_ones() {
+    if !namespaces() {
+        return;
+    }
+    let local = common::mini_build("bcm2712");
+    let ns = builder(20, &[&cc_path()]);
+    // A throwaway store whose store dir is its real dir: Nix builds a derivation with
+    // __noChroot outside the sandbox only there (a chroot store always sandboxes), as
+    // `sandbox = relaxed` does for a user's /nix/store.
+    let scratch = tempfile::tempdir_in(common::shared()).unwrap();
+    let d = scratch.path().display();
+    let store = format!("local?store={d}/store&state={d}/state&log={d}/log");
+    let hosts = format!("[ \"{}/2,lzo\" ]", ns.addr);
+    let started = Instant::now();
+    let built = common::run(
+        Command::new("nix-build")
+            .args(["--store", &store, "--no-out-link"])
+            .args(["--option", "build-users-group", ""])
+            .args(["--option", "substituters", ""])
+            .args(["--option", "sandbox", "relaxed"])
+            .args(["--option", "cores", "0"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("nix/kernel.nix"))
+            .arg("--arg")
+            .arg("pik")
+            .arg(common::pik_bin())
+            .arg("--arg")
+            .arg("src")
+            .arg(common::debian_tarball())
+            .args([
+                "--argstr", "target", "bcm2712", "--argstr", "profile", "mini",
+            ])
+            .args(["--arg", "hosts", &hosts]),
+    );
+    let log = String::from_utf8_lossy(&built.stderr).to_string();
+    assert!(
+        built.status.success(),
+        "nix-build failed; distccd said:\n{}",
+        ns.log("distccd")
+    );
+    eprintln!(
+        "nix-build with a builder: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(log.contains("build hosts"), "{log}");
+    // "pik: dist    812 of 905 compiles on 1 builder(s) …": some went out, none fell back.
+    let dist = log
+        .lines()
+        .find_map(|l| l.strip_prefix("pik: dist"))
+        .unwrap_or_else(|| panic!("no dist line in the build log:\n{log}"));
+    let remote: u64 = dist.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(remote > 0, "no compile went to the builder: {dist}");
+    assert!(dist.contains(" 0 fallbacks"), "{dist}");
+    // Nix's hash of each output is pik's narHash of the local build: the same trees.
+    for (name, manifest) in [
+        ("out", &local.manifest["nar"]),
+        ("dev", &local.manifest["dev"]["nar"]),
+    ] {
+        let prefix = format!("pik: output {name} = ");
+        let path = log
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{log}"));
+        let hash = common::run_ok(
+            Command::new("nix-store").args(["--store", &store, "-q", "--hash", path]),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&hash.stdout).trim(),
+            manifest["nar_hash"].as_str().unwrap(),
+            "output {name} differs from the local build"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

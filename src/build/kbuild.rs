@@ -235,6 +235,13 @@ impl Kbuild {
         if jobs {
             cmd.arg(format!("-j{}", self.jobs.max(1)));
         }
+        // Debug info records the compile directory (the build dir): mapped to `.`, objects
+        // no longer depend on where the build dir is, so neither do their cache keys (the
+        // wrapper keys a `-g` compile on its directory unless a map covers it). The caller's
+        // KCFLAGS/KAFLAGS are scrubbed above, as every compiler flag from the environment.
+        let map = self.build_dir_map();
+        cmd.arg(format!("KCFLAGS={map}"))
+            .arg(format!("KAFLAGS={map}"));
         // Empty LOCALVERSION: no "+" suffix from scm state; the config's LOCALVERSION names it.
         cmd.arg("LOCALVERSION=")
             .arg("DTC_FLAGS=-@")
@@ -248,6 +255,18 @@ impl Kbuild {
             .args(targets)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// The build dir mapped to `.` (by the path given and, when it differs, the real one the
+    /// compiler may see).
+    fn build_dir_map(&self) -> String {
+        let mut map = format!("-ffile-prefix-map={}=.", self.build_dir.display());
+        if let Ok(real) = std::fs::canonicalize(&self.build_dir) {
+            if real != self.build_dir {
+                map.push_str(&format!(" -ffile-prefix-map={}=.", real.display()));
+            }
+        }
+        map
     }
 
     /// Appends bytes to the build log.

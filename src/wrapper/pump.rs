@@ -178,10 +178,13 @@ impl Ctx {
             Err(why) => return instead(why),
         };
         let cwd = std::env::current_dir()?;
+        // The working directory (a mapped build dir) is no root to re-spell: paths in it are
+        // relative already, and `.` would stand for it in the builder's depfile.
         let roots: Vec<&Path> = c
             .portable
             .iter()
             .map(|p| Path::new(std::ffi::OsStr::from_bytes(p)))
+            .filter(|p| *p != cwd.as_path())
             .collect();
         let mut pa = match dist::pump_job_argv(job.full, &cwd, &roots) {
             Ok(pa) => pa,
