@@ -130,12 +130,13 @@ impl Distccd {
 
 impl Drop for Distccd {
     fn drop(&mut self) {
-        // distccd's children (one per slot) exit when their parent goes.
-        let _ = Command::new("pkill")
-            .args(["-P", &self.child.id().to_string()])
-            .status();
+        // The parent first (it would start new children), then the children it left, which
+        // outlive it: every distccd serving this bench's port.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("distccd .*--port {} ", self.port)])
+            .status();
     }
 }
 
