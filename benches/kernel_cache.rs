@@ -303,7 +303,8 @@ fn main() {
         pik.is_file(),
         "build pik first: cargo build-static (or set PIK_BENCH_PIK)"
     );
-    std::fs::create_dir_all(&dir).unwrap();
+    // Parts of the dir are removed and remade below: it must be the bench's own.
+    pik::bench::claim_dir(&dir).unwrap_or_else(|e| panic!("PIK_BENCH_DIR: {e:#}"));
 
     // The mini bcm2712 config and its workspace tree, made by pik itself (Kconfig only).
     let cfg_dir = dir.join("config");

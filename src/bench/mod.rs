@@ -17,4 +17,5 @@ pub mod report;
 pub(crate) mod runner;
 pub mod scenario;
 
+pub use runner::claim_dir;
 pub use scenario::Scenario;

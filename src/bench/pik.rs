@@ -152,17 +152,17 @@ impl Bench<'_> {
     /// entry; when none did, the first build (untimed) stores it and a second is measured.
     pub(super) fn memo(&mut self, run: u32) -> Result<Record> {
         let mut notes = Vec::new();
-        let rd = self.run_dir("memo")?;
-        let (mut m, mut man) = self.pik_build(&rd.build, &rd.out, &[], false)?;
+        let mut build = || -> Result<(Measured, Manifest)> {
+            let rd = self.run_dir("memo")?;
+            let built = self.pik_build(&rd.build, &rd.out, &[], false)?;
+            self.done(rd)?;
+            Ok(built)
+        };
+        let (mut m, mut man) = build()?;
         if man.memo.as_ref().is_none_or(|x| !x.hit) {
             eprintln!("pik bench: the memo did not hold this build: it does now; measuring again");
             notes.push("the memo was primed by an untimed build first".into());
-            self.done(rd)?;
-            let rd = self.run_dir("memo")?;
-            (m, man) = self.pik_build(&rd.build, &rd.out, &[], false)?;
-            self.done(rd)?;
-        } else {
-            self.done(rd)?;
+            (m, man) = build()?;
         }
         let mut r = self.pik_record("memo", run, &m, &man);
         if r.memo_hit != Some(true) {

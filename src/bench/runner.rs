@@ -307,24 +307,31 @@ fn work_dir(dir: Option<&Path>, cache_dir: &Path) -> Result<PathBuf> {
             cache_dir.display()
         );
     }
+    claim_dir(&dir)?;
+    // Run dirs an interrupted bench left behind (its own, under its marker).
+    crate::fsutil::remove_tree(&dir.join("runs"))?;
+    Ok(dir)
+}
+
+/// Makes `dir` a bench work dir, whose contents a bench may remove: it must be new, empty or
+/// one a bench made (it holds the marker). Anything else is someone's directory and refused.
+/// The benches under `benches/` claim theirs the same way.
+pub fn claim_dir(dir: &Path) -> Result<()> {
     let marker = dir.join(MARKER);
-    let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+    let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
     if !empty && !marker.is_file() {
         bail!(
             "{} is not empty and not a pik bench dir (no {MARKER} in it): pik only removes what \
-             it made; choose an empty or new directory with --dir",
+             it made; choose an empty or new directory",
             dir.display()
         );
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Run dirs an interrupted bench left behind (its own, under its marker).
-    crate::fsutil::remove_tree(&dir.join("runs"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
         &marker,
         b"a pik bench work dir: build and output dirs per run, stores\n",
     )
-    .with_context(|| format!("writing {}", marker.display()))?;
-    Ok(dir)
+    .with_context(|| format!("writing {}", marker.display()))
 }
 
 /// `CONFIG_SYMBOL=m`.

@@ -212,10 +212,6 @@ pub fn run() -> Result<()> {
     std::env::set_var("PIK_CACHE_DIR", &cache);
     std::env::remove_var(crate::wrapper::STORE_ENV);
     let staging = top.join("pik-out");
-    let hosts = attrs.list("hosts");
-    if !hosts.is_empty() {
-        check_network(&hosts, &read_net_devices())?;
-    }
     let opt = options(
         &attrs,
         &env,
@@ -224,6 +220,9 @@ pub fn run() -> Result<()> {
         cached,
         outputs.contains_key("dev"),
     )?;
+    if !opt.hosts.is_empty() {
+        check_network(&opt.hosts, &read_net_devices())?;
+    }
     eprintln!(
         "pik: nix-builder: target {} profile {}, -j{}, {}, {}",
         opt.target,
